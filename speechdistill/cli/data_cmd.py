@@ -1,0 +1,147 @@
+"""``speechdistill data ...``: build, convert, check and synthesise manifests."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from speechdistill.cli.common import HelpFormatter
+
+log = logging.getLogger(__name__)
+
+BAD_HELP = "what to do with bad audio or manifest lines: 'error' stops at the first, 'skip' reports and continues"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="build, convert, check and synthesise manifests",
+                       description="Manifest tools. Native format: JSONL with id, path, num_samples, "
+                       "sample_rate, optional text and speaker (see manifests/README.md).",
+                       formatter_class=HelpFormatter)
+    dsub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+
+    q = dsub.add_parser("librispeech", help="manifests from a LibriSpeech tree", formatter_class=HelpFormatter,
+                        description="Scan ROOT/SUBSET/SPEAKER/CHAPTER/*.flac with *.trans.txt; writes OUT/SUBSET.jsonl.")
+    q.add_argument("--root", required=True, help="folder holding the subsets (or LibriSpeech/ itself)")
+    q.add_argument("--subsets", required=True, help="comma-separated, e.g. train-clean-100,dev-clean")
+    q.add_argument("--out", required=True, help="output folder for the manifests")
+    q.add_argument("--on-bad-audio", choices=["error", "skip"], default="error", help=BAD_HELP)
+    q.set_defaults(func=run_librispeech)
+
+    q = dsub.add_parser("folder", help="manifest from any folder of audio", formatter_class=HelpFormatter,
+                        description="Every audio file under ROOT; transcripts from sibling .txt/.lab files or "
+                        "--transcripts; speaker = first sub-folder.")
+    q.add_argument("--root", required=True, help="folder to scan recursively")
+    q.add_argument("--out", required=True, help="output manifest (.jsonl)")
+    q.add_argument("--transcripts", help="optional file of 'ID TEXT' lines (ID = file name without extension)")
+    q.add_argument("--on-bad-audio", choices=["error", "skip"], default="error", help=BAD_HELP)
+    q.set_defaults(func=run_folder)
+
+    q = dsub.add_parser("import-fairseq", help="fairseq .tsv (+ .wrd) -> manifest", formatter_class=HelpFormatter)
+    q.add_argument("--tsv", required=True, help="fairseq manifest: root line, then PATH<TAB>NUM_SAMPLES lines")
+    q.add_argument("--wrd", help="optional word transcripts, one line per audio line")
+    q.add_argument("--out", required=True, help="output manifest (.jsonl)")
+    q.add_argument("--on-bad-audio", choices=["error", "skip"], default="error", help=BAD_HELP)
+    q.set_defaults(func=run_import_fairseq)
+
+    q = dsub.add_parser("export-fairseq", help="manifest -> fairseq .tsv (+ .wrd, .ltr)", formatter_class=HelpFormatter)
+    q.add_argument("manifest", help="input manifest (.jsonl)")
+    q.add_argument("--tsv", required=True, help="output .tsv")
+    q.add_argument("--wrd", help="output word transcripts")
+    q.add_argument("--ltr", help="output letter transcripts ('|' between words)")
+    q.set_defaults(func=run_export_fairseq)
+
+    q = dsub.add_parser("check", help="validate a manifest and every file in it", formatter_class=HelpFormatter,
+                        description="Reads every line and decodes every file; prints hours, utterances, sample "
+                        "rates, min/max duration, and every bad file with its reason. Exit status 1 if anything "
+                        "is bad, unless --on-bad-audio skip.")
+    q.add_argument("manifest", help="manifest to check (.jsonl)")
+    q.add_argument("--on-bad-audio", choices=["error", "skip"], default="error",
+                   help="'error': exit 1 if any file is bad; 'skip': report the count and exit 0")
+    q.add_argument("--clean-out", help="write the good lines to this manifest")
+    q.add_argument("--no-decode", action="store_true", help="check headers and manifest only (faster)")
+    q.add_argument("--json", help="also write the report as JSON here")
+    q.set_defaults(func=run_check)
+
+    try:
+        from speechdistill.data.synth import cli as synth_cli
+    except ImportError:  # synthesiser not in this checkout
+        return
+    synth_cli.register(dsub)
+
+
+def _report_skipped(skipped: list[tuple[str, str]]) -> None:
+    if skipped:
+        log.warning("skipped %d bad file(s):", len(skipped))
+        for path, why in skipped:
+            log.warning("  %s: %s", path, why)
+
+
+def run_librispeech(args) -> int:
+    from speechdistill.data.scan import scan_librispeech
+
+    res = scan_librispeech(args.root, [s.strip() for s in args.subsets.split(",") if s.strip()], args.out,
+                           args.on_bad_audio)
+    for subset, (path, n, skipped) in res.items():
+        print(f"{subset}: {n} utterances -> {path}")
+        _report_skipped(skipped)
+    return 0
+
+
+def run_folder(args) -> int:
+    from speechdistill.data.scan import scan_folder
+
+    n, skipped = scan_folder(args.root, args.out, args.on_bad_audio, args.transcripts)
+    print(f"{n} utterances -> {args.out}")
+    _report_skipped(skipped)
+    return 0
+
+
+def run_import_fairseq(args) -> int:
+    from speechdistill.data.scan import import_fairseq
+
+    n = import_fairseq(args.tsv, args.out, args.wrd, args.on_bad_audio)
+    print(f"{n} utterances -> {args.out}")
+    return 0
+
+
+def run_export_fairseq(args) -> int:
+    from speechdistill.data.scan import export_fairseq
+
+    n = export_fairseq(args.manifest, args.tsv, args.wrd, args.ltr)
+    print(f"{n} utterances -> {args.tsv}")
+    return 0
+
+
+def run_check(args) -> int:
+    from speechdistill.data.check import check_manifest
+    from speechdistill.data.manifest import read_manifest, write_manifest
+
+    rep = check_manifest(args.manifest, decode=not args.no_decode)
+    rates = ", ".join(f"{sr} Hz x{n}" for sr, n in sorted(rep.sample_rates.items())) or "-"
+    print(f"manifest      {rep.manifest}")
+    print(f"utterances    {rep.utterances} ok, {len(rep.bad)} bad")
+    print(f"hours         {rep.hours:.3f}")
+    print(f"sample rates  {rates}")
+    if rep.utterances:
+        print(f"duration      min {rep.min_seconds:.2f} s, max {rep.max_seconds:.2f} s")
+    print(f"with text     {rep.with_text}")
+    print(f"speakers      {len(rep.speakers)}")
+    for where, problem in rep.bad:
+        print(f"BAD  {where}: {problem}")
+    if args.json:
+        from speechdistill.utils.io import atomic_write_json
+
+        atomic_write_json(args.json, rep.to_dict())
+    if args.clean_out:
+        bad_paths = {w for w, _ in rep.bad}
+        good = [u for u in read_manifest(args.manifest, on_bad_line="skip") if u.path not in bad_paths]
+        write_manifest(args.clean_out, good)
+        print(f"wrote {len(good)} good utterances to {args.clean_out}")
+    if rep.bad:
+        if args.on_bad_audio == "skip":
+            print(f"skipped {len(rep.bad)} bad utterance(s)")
+            return 0
+        return 1
+    return 0
+
+

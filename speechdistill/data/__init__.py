@@ -1,0 +1,1 @@
+"""Manifests, audio I/O, batching and corpus tools."""

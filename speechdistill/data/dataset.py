@@ -1,0 +1,308 @@
+"""Datasets, duration-bucketed batching and collation.
+
+Batching is ours rather than accelerate's: a batch sampler that is a pure function of (seed, epoch,
+rank) lets a resumed run start at the exact batch it stopped at (accelerate's ``skip_first_batches``
+has known bugs past the first epoch), and sharding by rank keeps multi-process runs disjoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from speechdistill import SAMPLE_RATE
+from speechdistill.data.audio import MIN_SAMPLES, load_audio
+from speechdistill.data.errors import BadAudioError, ManifestError
+from speechdistill.data.manifest import Utterance, iter_manifest_lines
+from speechdistill.train.protocol import Batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataConfig:
+    train_manifest: str = ""
+    dev_manifest: str | None = None
+    # Padded audio per batch (batch size x longest item), the knob that bounds memory.
+    max_batch_seconds: float = 60.0
+    max_batch_size: int = 32
+    # Random crops for training (DistilHuBERT: 250k samples = 15.6 s); 0 disables.
+    crop_seconds: float = 0.0
+    # Utterances outside [min_seconds, max_seconds] are dropped when the manifest is read (0 = no limit).
+    min_seconds: float = 0.0
+    max_seconds: float = 0.0
+    num_workers: int = 0
+    on_bad_audio: Literal["error", "skip"] = "error"
+    # Limit for validation: at most this many dev batches (0 = all).
+    max_dev_batches: int = 0
+
+    def validate(self) -> None:
+        if self.max_batch_seconds <= 0:
+            raise ValueError("data.max_batch_seconds must be positive")
+        if self.max_batch_size < 1:
+            raise ValueError("data.max_batch_size must be >= 1")
+        if self.crop_seconds < 0 or self.min_seconds < 0 or self.max_seconds < 0:
+            raise ValueError("data.crop_seconds/min_seconds/max_seconds must be >= 0")
+
+
+def load_utterances(
+    manifest: str, on_bad: str = "error", min_seconds: float = 0.0, max_seconds: float = 0.0
+) -> tuple[list[Utterance], list[tuple[str, str]]]:
+    """Read a manifest applying the bad-input policy and duration filters. Returns (utts, skipped)."""
+    utts: list[Utterance] = []
+    skipped: list[tuple[str, str]] = []
+    filtered = 0
+    for line_no, item in iter_manifest_lines(manifest):
+        if isinstance(item, ManifestError):
+            if on_bad == "error":
+                raise item
+            skipped.append((f"{manifest}:{line_no}", item.problem))
+            continue
+        if item.num_samples == 0:
+            if on_bad == "error":
+                raise BadAudioError(item.path, "empty audio (num_samples is 0 in the manifest)")
+            skipped.append((item.path, "empty audio"))
+            continue
+        if (min_seconds and item.duration < min_seconds) or (max_seconds and item.duration > max_seconds):
+            filtered += 1
+            continue
+        utts.append(item)
+    if filtered:
+        log.info("%s: %d utterance(s) outside [%s, %s] s left out", manifest, filtered, min_seconds, max_seconds or "inf")
+    if skipped:
+        log.warning("%s: skipped %d bad manifest line(s)", manifest, len(skipped))
+        for where, why in skipped:
+            log.warning("  skipped %s: %s", where, why)
+    if not utts:
+        raise ManifestError(manifest, None, "no usable utterances")
+    return utts, skipped
+
+
+class AudioDataset(Dataset):
+    """Loads, validates and optionally crops utterances. Crops are a function of (seed, epoch, index)
+    so that a resumed run sees the same crops as an uninterrupted one."""
+
+    def __init__(
+        self,
+        utts: Sequence[Utterance],
+        crop_samples: int = 0,
+        on_bad_audio: str = "error",
+        seed: int = 0,
+    ):
+        self.utts = list(utts)
+        self.crop_samples = crop_samples
+        self.on_bad_audio = on_bad_audio
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def item_samples(self, i: int) -> int:
+        """Approximate samples after resampling and cropping (for batching)."""
+        u = self.utts[i]
+        n = math.ceil(u.num_samples * SAMPLE_RATE / u.sample_rate)
+        return min(n, self.crop_samples) if self.crop_samples else n
+
+    def __getitem__(self, i: int):
+        u = self.utts[i]
+        try:
+            wav = load_audio(u.path, expected_sr=u.sample_rate)
+        except BadAudioError as e:
+            if self.on_bad_audio == "error":
+                raise
+            log.warning("skipping %s: %s", e.path, e.problem)
+            return (u, None, e.problem)
+        if self.crop_samples and wav.shape[0] > self.crop_samples:
+            rng = random.Random(hash((self.seed, self.epoch, i)) & 0xFFFFFFFF)
+            start = rng.randrange(0, wav.shape[0] - self.crop_samples + 1)
+            wav = wav[start : start + self.crop_samples]
+        return (u, wav, None)
+
+
+def collate(items) -> Batch:
+    good = [(u, w) for u, w, _ in items if w is not None]
+    skipped = [(u.path, why) for u, w, why in items if w is None]
+    if not good:
+        return Batch(torch.zeros(0, MIN_SAMPLES), torch.zeros(0, dtype=torch.long), [], [], skipped)
+    max_len = max(w.shape[0] for _, w in good)
+    wav = np.zeros((len(good), max_len), dtype=np.float32)
+    for j, (_, w) in enumerate(good):
+        wav[j, : w.shape[0]] = w
+    lengths = torch.tensor([w.shape[0] for _, w in good], dtype=torch.long)
+    return Batch(torch.from_numpy(wav), lengths, [u.id for u, _ in good], [u.text for u, _ in good], skipped)
+
+
+def make_batches(
+    sizes: Sequence[int], max_batch_samples: int, max_batch_size: int, shuffle: bool, seed: int
+) -> list[list[int]]:
+    """Group indices into batches whose padded size (count x longest) stays within the budget.
+
+    Sorting by length keeps padding small; with shuffle, lengths get a little noise so batches differ
+    between epochs, and the batch order is shuffled.
+    """
+    rng = np.random.default_rng(seed)
+    sizes_arr = np.asarray(sizes, dtype=np.float64)
+    keys = sizes_arr * (1 + 0.1 * rng.random(len(sizes))) if shuffle else sizes_arr
+    order = np.argsort(keys, kind="stable")
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    cur_max = 0
+    for idx in order.tolist():
+        n = int(sizes[idx])
+        new_max = max(cur_max, n)
+        if cur and (new_max * (len(cur) + 1) > max_batch_samples or len(cur) >= max_batch_size):
+            batches.append(cur)
+            cur, new_max = [], n
+        cur.append(idx)
+        cur_max = new_max
+    if cur:
+        batches.append(cur)
+    if shuffle:
+        perm = rng.permutation(len(batches))
+        batches = [batches[i] for i in perm]
+    return batches
+
+
+class BucketBatchSampler:
+    """Duration-bucketed batches, deterministic per (seed, epoch), sharded across ranks, resumable."""
+
+    def __init__(
+        self,
+        dataset: AudioDataset,
+        max_batch_seconds: float,
+        max_batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.dataset = dataset
+        self.max_batch_samples = int(max_batch_seconds * SAMPLE_RATE)
+        self.max_batch_size = max_batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.start_batch = 0
+        sizes = [dataset.item_samples(i) for i in range(len(dataset))]
+        too_long = [dataset.utts[i].id for i, n in enumerate(sizes) if n > self.max_batch_samples]
+        if too_long:
+            raise ValueError(
+                f"{len(too_long)} utterance(s) (e.g. {too_long[0]}) are longer than data.max_batch_seconds="
+                f"{max_batch_seconds}; raise it, set data.crop_seconds, or filter with data.max_seconds"
+            )
+        self.sizes = sizes
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch = epoch
+        self.start_batch = start_batch
+        self.dataset.epoch = epoch
+
+    def _all_batches(self) -> list[list[int]]:
+        batches = make_batches(
+            self.sizes, self.max_batch_samples, self.max_batch_size, self.shuffle, self.seed + 1000003 * self.epoch
+        )
+        if self.world_size > 1:
+            # Every rank must run the same number of steps, or DDP hangs on the last collective.
+            per_rank = len(batches) // self.world_size
+            if per_rank == 0:
+                raise ValueError(
+                    f"only {len(batches)} batch(es) for {self.world_size} processes: use more data or smaller batches"
+                )
+            batches = batches[self.rank : per_rank * self.world_size : self.world_size]
+        return batches
+
+    def __len__(self) -> int:
+        return len(self._all_batches())
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self._all_batches()[self.start_batch :]
+
+
+def build_train_loader(
+    cfg: DataConfig, seed: int = 0, rank: int = 0, world_size: int = 1
+) -> tuple[DataLoader, BucketBatchSampler, list[tuple[str, str]]]:
+    utts, skipped = load_utterances(cfg.train_manifest, cfg.on_bad_audio, cfg.min_seconds, cfg.max_seconds)
+    ds = AudioDataset(utts, int(cfg.crop_seconds * SAMPLE_RATE), cfg.on_bad_audio, seed)
+    sampler = BucketBatchSampler(ds, cfg.max_batch_seconds, cfg.max_batch_size, True, seed, rank, world_size)
+    loader = DataLoader(
+        ds, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.num_workers,
+        persistent_workers=False, pin_memory=False,
+        # Its own generator: a new iterator must not draw from the global RNG, or a resumed run's
+        # dropout masks would differ from an uninterrupted run's.
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return loader, sampler, skipped
+
+
+class EvalLoader:
+    """Batches in manifest order (no crop); counts what was skipped under on_bad_audio=skip."""
+
+    def __init__(
+        self,
+        manifest: str,
+        max_batch_seconds: float = 60.0,
+        max_batch_size: int = 32,
+        num_workers: int = 0,
+        on_bad_audio: str = "error",
+        max_batches: int = 0,
+    ):
+        utts, self.skipped = load_utterances(manifest, on_bad_audio)
+        self.dataset = AudioDataset(utts, 0, on_bad_audio)
+        self.manifest = manifest
+        self.num_workers = num_workers
+        self.max_batches = max_batches
+        budget = int(max_batch_seconds * SAMPLE_RATE)
+        self.batches: list[list[int]] = []
+        cur: list[int] = []
+        cur_max = 0
+        for i in range(len(utts)):
+            n = self.dataset.item_samples(i)
+            m = max(cur_max, n)
+            if cur and (m * (len(cur) + 1) > budget or len(cur) >= max_batch_size):
+                self.batches.append(cur)
+                cur, m = [], n
+            cur.append(i)
+            cur_max = m
+        if cur:
+            self.batches.append(cur)
+        if max_batches:
+            self.batches = self.batches[:max_batches]
+
+    @property
+    def utterances(self) -> list[Utterance]:
+        return self.dataset.utts
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[Batch]:
+        loader = DataLoader(
+            self.dataset, batch_sampler=self.batches, collate_fn=collate, num_workers=self.num_workers
+        )
+        for batch in loader:
+            if batch.skipped:
+                self.skipped.extend(batch.skipped)
+            if len(batch):
+                yield batch
+
+
+def build_eval_loader(
+    manifest: str,
+    max_batch_seconds: float = 60.0,
+    max_batch_size: int = 32,
+    num_workers: int = 0,
+    on_bad_audio: str = "error",
+    max_batches: int = 0,
+) -> EvalLoader:
+    return EvalLoader(manifest, max_batch_seconds, max_batch_size, num_workers, on_bad_audio, max_batches)

@@ -45,7 +45,7 @@ def build_method(cfg: DistillConfig):
         return DistilHuBERTMethod(teacher, cfg.distilhubert, info)
     from speechdistill.methods.gendistiller import GenDistillerMethod
 
-    return GenDistillerMethod(teacher, cfg.gendistiller, info)
+    return GenDistillerMethod(teacher, cfg.gendistiller, info, total_steps=cfg.train.steps)
 
 
 def run_distill(cfg: DistillConfig, resume: bool = False) -> TrainResult:

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     from speechdistill.config import ConfigError
     from speechdistill.data.errors import BadInputError
-    from speechdistill.models.teacher import ModelLoadError
+    from speechdistill.models.errors import ModelLoadError
 
     try:
         rc = args.func(args)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from speechdistill.models.teacher import ModelLoadError, Teacher, load_teacher, tiny_teacher
+from speechdistill.models.errors import ModelLoadError
+from speechdistill.models.teacher import Teacher, load_teacher, tiny_teacher
 
 BUILTIN = {"reference": "assets/reference_teacher"}
 

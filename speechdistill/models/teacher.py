@@ -20,6 +20,7 @@ from transformers import (
 )
 
 from speechdistill.models.encoder import EncoderOutput, HFEncoder
+from speechdistill.models.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,6 @@ FAMILIES: dict[str, tuple[type[PretrainedConfig], type[nn.Module]]] = {
     "wavlm": (WavLMConfig, WavLMModel),
     "wav2vec2": (Wav2Vec2Config, Wav2Vec2Model),
 }
-
-
-class ModelLoadError(OSError):
-    pass
 
 
 def is_local(name_or_path: str | Path) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -104,7 +105,11 @@ def _make_accelerator(train_cfg: TrainConfig, out_dir: Path):
         trackers.append("tensorboard")
     # Students may leave parameters unused in a step (e.g. a curriculum stage), so DDP must allow it.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    # accelerate >= 1.x only picks MULTI_CPU (gloo) when told cpu=True; without it, processes started
+    # by `accelerate launch --multi_gpu` or torchrun on a machine with no GPU each run alone.
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     return Accelerator(
+        cpu=multi_cpu,
         mixed_precision=resolve_mixed_precision(train_cfg.mixed_precision),
         log_with=trackers or None,
         project_dir=str(out_dir),

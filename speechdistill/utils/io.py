@@ -7,10 +7,10 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
+if TYPE_CHECKING:  # torch is imported lazily: data commands should start fast
+    import torch
 
 
 def _tmp_path(path: Path) -> Path:
@@ -44,7 +44,7 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
-    if isinstance(o, torch.Tensor):
+    if hasattr(o, "tolist") and type(o).__module__.startswith("torch"):
         return o.tolist()
     if hasattr(o, "item"):
         return o.item()
@@ -54,6 +54,8 @@ def _json_default(o: Any) -> Any:
 def atomic_save_safetensors(
     path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
 ) -> None:
+    from safetensors.torch import save_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(path)
@@ -67,6 +69,8 @@ def atomic_save_safetensors(
 
 
 def load_safetensors(path: str | Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     return load_file(str(path), device=device)
 
 

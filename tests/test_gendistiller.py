@@ -1,0 +1,337 @@
+"""GenDistiller student: 2-D mask semantics, parallel == step-by-step, cache == no cache, save/load,
+padding, front-end copy from the teacher, and the parameter budget at Base shape."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from torch import nn
+from transformers import HubertModel
+
+from speechdistill.models.attention2d import MASK_KINDS, axial_attention, grid_mask
+from speechdistill.models.frames import frame_mask
+from speechdistill.models.gendistiller import (
+    GenDistillerConfig,
+    GenDistillerModel,
+    count_parameters,
+    frontend_config_dict,
+)
+from speechdistill.models.load import load_encoder
+from speechdistill.models.teacher import base_config, tiny_encoder
+
+TARGETS = [1, 2, 4]  # 3 generation steps on a 4-layer tiny teacher
+CHANGED = 1e-6  # outputs that must react to a perturbation move by far more than this
+SAME = 1e-6
+
+
+@functools.cache
+def _teacher(family: str = "hubert", norm: str = "group"):
+    return tiny_encoder(family, norm, seed=0, num_layers=4)
+
+
+def student(mask: str = "full", blocks: int = 1, seed: int = 0, **kw) -> GenDistillerModel:
+    torch.manual_seed(seed)
+    kw = {"target_layers": TARGETS, "mask": mask, "decoder_layers": blocks, "dropout": 0.0, **kw}
+    return GenDistillerModel.from_teacher(_teacher(), **kw).eval()
+
+
+def grid_inputs(model: GenDistillerModel, B: int = 2, T: int = 7, lengths=(7, 5), seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    D, K = model.hidden_size, model.num_output_layers
+    x0 = torch.randn(B, T, D, generator=g)
+    teacher_layers = torch.randn(B, K, T, D, generator=g)
+    return x0, teacher_layers, torch.tensor(lengths)
+
+
+def history_of(x0, teacher_layers):
+    return torch.cat([x0[:, None], teacher_layers[:, :-1]], 1)
+
+
+def diff(a, b):
+    return (a - b).abs().amax(dim=-1)  # [..., T]
+
+
+# -------------------------------------------------------------------------------- (1) mask semantics
+@pytest.mark.parametrize("mask", MASK_KINDS)
+@torch.no_grad()
+def test_later_history_never_changes_earlier_steps(mask):
+    m = student(mask, blocks=2)
+    x0, tl, fl = grid_inputs(m)
+    base = m.forward_teacher_forced(x0, tl, fl)
+    K = m.num_output_layers
+    for j in range(K - 1):  # teacher_layers[:, j] is history step j + 1 -> feeds predictions j+1..
+        tl2 = tl.clone()
+        tl2[:, j] += 5.0 * torch.randn_like(tl2[:, j])
+        out = m.forward_teacher_forced(x0, tl2, fl)
+        assert diff(out[:, : j + 1], base[:, : j + 1]).max() < SAME
+        assert diff(out[:, j + 1], base[:, j + 1])[0].min() > CHANGED
+
+
+@pytest.mark.parametrize("mask", MASK_KINDS)
+@torch.no_grad()
+def test_single_frame_reaches_the_frames_its_mask_allows(mask):
+    m = student(mask, blocks=1)
+    x0, tl, fl = grid_inputs(m)
+    valid = frame_mask(fl, x0.shape[1])
+    base = m.forward_teacher_forced(x0, tl, fl)
+    K = m.num_output_layers
+    t = 3
+    for s in range(K):  # history step s, frame t
+        x0b, tlb = x0.clone(), tl.clone()
+        # a random direction: a constant shift would vanish in the decoder's LayerNorm
+        (x0b[:, t] if s == 0 else tlb[:, s - 1, t]).add_(5.0 * torch.randn(x0.shape[-1]))
+        d = diff(m.forward_teacher_forced(x0b, tlb, fl), base)  # [B, K, T]
+        assert s == 0 or d[:, :s].max() < SAME
+        for b in range(2):
+            vb = valid[b]
+            same_step = d[b, s][vb]
+            assert same_step.min() > CHANGED, "the same step sees every valid frame"
+            if mask == "full":
+                assert d[b, s:][:, vb].min() > CHANGED
+            elif mask == "previous" and s + 1 < K:
+                assert d[b, s + 1][vb].min() > CHANGED
+                # one block: step s+2 only sees steps s+1 and s+2, both unchanged
+                assert s + 2 >= K or d[b, s + 2].max() < SAME
+            elif mask == "axial" and s + 1 < K:
+                later = d[b, s + 1 :]
+                assert later[:, t].min() > CHANGED, "later steps see the same frame"
+                other = torch.ones_like(vb)
+                other[t] = False
+                assert later[:, other].max() < SAME, "one axial block cannot reach other frames of later steps"
+            assert bool(vb.all()) or d[b, :, ~vb].max() < SAME  # padded frames stay zero
+
+
+@pytest.mark.parametrize("mask", MASK_KINDS)
+@torch.no_grad()
+def test_padded_history_frames_are_ignored(mask):
+    m = student(mask, blocks=2)
+    x0, tl, fl = grid_inputs(m)
+    base = m.forward_teacher_forced(x0, tl, fl)
+    x0b, tlb = x0.clone(), tl.clone()
+    x0b[1, 5:] = 1e3
+    tlb[1, :, 5:] = float("nan")  # even NaN padding must not leak
+    out = m.forward_teacher_forced(x0b, tlb, fl)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out, base, atol=SAME)
+
+
+@torch.no_grad()
+def test_axial_factorised_equals_dense_mask():
+    torch.manual_seed(0)
+    B, H, S, T, d = 2, 2, 3, 6, 4
+    q, k, v = (torch.randn(B, H, S, T, d) for _ in range(3))
+    valid = frame_mask(torch.tensor([6, 4]), T)
+    dense = torch.nn.functional.scaled_dot_product_attention(
+        q.reshape(B, H, S * T, d), k.reshape(B, H, S * T, d), v.reshape(B, H, S * T, d),
+        attn_mask=grid_mask("axial", 0, S, 0, S, valid),
+    ).view(B, H, S, T, d)
+    fact = axial_attention(q, k, v, 0, 0, valid)
+    assert torch.allclose(dense, fact, atol=1e-5)
+    # the last step alone against all cached steps (the cached generation case)
+    last = axial_attention(q[:, :, -1:], k, v, S - 1, 0, valid)
+    assert torch.allclose(last, dense[:, :, -1:], atol=1e-5)
+
+
+def test_grid_mask_patterns():
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    full = grid_mask("full", 0, 3, 0, 3, valid)[0, 0]
+    prev = grid_mask("previous", 0, 3, 0, 3, valid)[0, 0]
+    # rows/cols are (step, frame) step-major: query step 2 (rows 4, 5)
+    assert full[4].tolist() == [True] * 6
+    assert prev[4].tolist() == [False, False, True, True, True, True]
+    axial = grid_mask("axial", 0, 3, 0, 3, valid)[0, 0]
+    assert axial[4].tolist() == [True, False, True, False, True, True]
+
+
+# ------------------------------------------------------------- (2) parallel == step by step, (3) cache
+@pytest.mark.parametrize("mask", MASK_KINDS)
+@torch.no_grad()
+def test_teacher_forced_parallel_equals_stepwise(mask):
+    m = student(mask, blocks=2)
+    x0, tl, fl = grid_inputs(m)
+    par = m.forward_teacher_forced(x0, tl, fl)
+    for use_cache in (True, False):
+        seq = m.forward_stepwise(x0, fl, teacher_layers=tl, use_cache=use_cache)
+        assert torch.allclose(par, seq, atol=1e-5), f"use_cache={use_cache}"
+
+
+@pytest.mark.parametrize("mask", MASK_KINDS)
+@torch.no_grad()
+def test_cached_generation_equals_uncached(mask):
+    m = student(mask, blocks=2, decoder_hidden_size=16, decoder_heads=2)  # also covers in/out projections
+    x0, _, fl = grid_inputs(m)
+    a = m.generate(x0, fl, use_cache=True)
+    b = m.generate(x0, fl, use_cache=False)
+    assert a.shape == (2, 3, 7, m.hidden_size)
+    assert torch.allclose(a, b, atol=1e-5)
+    # free-running really feeds its own outputs: it differs from teacher forcing on random targets
+    _, tl, _ = grid_inputs(m)
+    assert not torch.allclose(a[:, 1:], m.forward_teacher_forced(x0, tl, fl)[:, 1:], atol=1e-4)
+
+
+def test_scheduled_sampling_extremes_and_gradients():
+    m = student("full", blocks=1)
+    x0, tl, fl = grid_inputs(m)
+    with torch.no_grad():
+        tf = m.forward_teacher_forced(x0, tl, fl)
+        free = m.generate(x0, fl)
+        assert torch.allclose(m.forward_train(x0, tl, fl, sampling_prob=0.0), tf)
+        assert torch.allclose(m.forward_train(x0, tl, fl, sampling_prob=1.0), free, atol=1e-5)
+    m.train()
+    out = m.forward_train(x0.requires_grad_(), tl, fl, sampling_prob=0.5, generator=torch.Generator().manual_seed(0))
+    out.square().mean().backward()
+    assert m.blocks[0].attn.qkv.weight.grad.abs().sum() > 0 and x0.grad.abs().sum() > 0
+
+
+@torch.no_grad()
+def test_utterance_level_sampling_picks_one_regime_per_utterance():
+    m = student("previous", blocks=1, scheduled_sampling="utterance")
+    x0, tl, fl = grid_inputs(m, B=4, lengths=(7, 5, 6, 7))
+    tf = m.forward_teacher_forced(x0, tl, fl)
+    free = m.generate(x0, fl)
+    # the documented draw: one uniform per utterance from the generator; pick a seed giving both regimes
+    seed = next(s for s in range(100) if 0 < int((torch.rand(4, 1, generator=torch.Generator().manual_seed(s)) < 0.5).sum()) < 4)
+    expect_free = (torch.rand(4, 1, generator=torch.Generator().manual_seed(seed)) < 0.5)[:, 0].tolist()
+    out = m.forward_train(x0, tl, fl, sampling_prob=0.5, generator=torch.Generator().manual_seed(seed))
+    regimes = []
+    for b in range(4):
+        is_tf = torch.allclose(out[b], tf[b], atol=1e-5)
+        is_free = torch.allclose(out[b], free[b], atol=1e-5)
+        assert is_tf != is_free
+        regimes.append(is_free)
+    assert regimes == expect_free
+    with pytest.raises(ValueError, match="sampling_prob"):
+        m.forward_train(x0, tl, fl, sampling_prob=1.5)
+
+
+# ------------------------------------------------------------------ encoder interface, (4), (5), (6)
+def _wavs():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(2, 8000, generator=g), torch.tensor([8000, 5000])
+
+
+@torch.no_grad()
+def test_encode_interface_and_upto_layer():
+    m = student("axial")
+    wav, lengths = _wavs()
+    out = m.encode(wav, lengths)
+    assert m.num_output_layers == 3 and m.hidden_size == m.config.hidden_size == 32
+    assert len(out.hidden_states) == 4 and out.last_hidden_state is out.hidden_states[-1]
+    assert out.frame_lengths.tolist() == [24, 15]
+    assert out.hidden_states[2][1, 15:].abs().max() == 0
+    part = m.encode(wav, lengths, upto_layer=2)
+    assert len(part.hidden_states) == 3 and part.last_hidden_state is None
+    for a, b in zip(part.hidden_states, out.hidden_states):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert torch.allclose(m(wav, lengths).hidden_states[-1], out.hidden_states[-1])
+    with pytest.raises(ValueError, match="upto_layer"):
+        m.encode(wav, lengths, upto_layer=4)
+
+
+@torch.no_grad()
+def test_save_load_round_trip(tmp_path):
+    m = student("previous", blocks=2, seed=5)
+    wav, lengths = _wavs()
+    ref = m.encode(wav, lengths)
+    m.save_pretrained(tmp_path)
+    assert (tmp_path / "config.json").is_file() and (tmp_path / "model.safetensors").is_file()
+    for loaded in (GenDistillerModel.from_pretrained(tmp_path), load_encoder(tmp_path)):
+        assert isinstance(loaded, GenDistillerModel)
+        loaded.eval()
+        assert loaded.config.mask == "previous" and loaded.config.target_layers == TARGETS
+        out = loaded.encode(wav, lengths)
+        for a, b in zip(out.hidden_states, ref.hidden_states):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("mask", MASK_KINDS)
+@torch.no_grad()
+def test_padded_and_unpadded_batches_agree(mask):
+    m = student(mask, blocks=2)
+    wav, lengths = _wavs()
+    batch = m.encode(wav, lengths)
+    for b in range(2):
+        alone = m.encode(wav[b : b + 1, : int(lengths[b])])
+        n = int(alone.frame_lengths[0])
+        assert n == int(batch.frame_lengths[b])
+        for a, c in zip(alone.hidden_states, batch.hidden_states):
+            assert torch.allclose(a[0], c[b, :n], atol=1e-5)
+
+
+@pytest.mark.parametrize("family,norm", [("hubert", "group"), ("wavlm", "layer")])
+@torch.no_grad()
+def test_from_teacher_copies_front_end(family, norm):
+    teacher = _teacher(family, norm)
+    m = GenDistillerModel.from_teacher(teacher, dropout=0.0).eval()
+    assert m.config.frontend_family == family and m.config.normalize_input == teacher.normalize
+    assert m.config.target_layers == [1, 3, 4]
+    t_sd = teacher.model.state_dict()
+    for k, v in m.frontend.state_dict().items():
+        assert torch.equal(v, t_sd[k]), k
+    wav, lengths = _wavs()
+    t_out = teacher.encode(wav, lengths)
+    x0 = m.encode(wav, lengths, upto_layer=0).hidden_states[0]
+    ref = t_out.hidden_states[0]
+    if norm == "layer":  # stable-LN teachers normalise after the last layer: the 0-layer front end does it at once
+        ref = teacher.model.encoder.layer_norm(ref)
+    ref = ref * t_out.frame_mask[..., None]
+    assert torch.allclose(x0, ref, atol=1e-5)
+
+
+def test_from_teacher_rejects_a_different_front_end():
+    m = student()
+    other = tiny_encoder("hubert", "group", conv_dim=8, num_layers=4)
+    with pytest.raises(ValueError, match="mismatched"):
+        m.copy_frontend_from(other.model)
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"mask": "diagonal"}, "mask"),
+        ({"target_layers": [4, 2]}, "increasing"),
+        ({"target_layers": [4, 13]}, "exceed"),
+        ({"output_projection": False, "decoder_hidden_size": 384, "decoder_heads": 6}, "output_projection"),
+        ({"scheduled_sampling": "batch"}, "scheduled_sampling"),
+    ],
+)
+def test_config_validation(bad, match):
+    with pytest.raises(ValueError, match=match):
+        GenDistillerConfig(**bad)
+
+
+# ----------------------------------------------------------------------------- (7) parameter budget
+def test_base_shape_parameter_budget():
+    """GenDistiller (targets 4, 8, 12) <= 67% of DistilHuBERT's parameters, even without its heads."""
+    with torch.device("meta"):  # shapes only: nothing is allocated or initialised for real
+        tcfg = base_config("hubert")
+        gen = GenDistillerModel(GenDistillerConfig(frontend_config=frontend_config_dict(tcfg)))
+        distil = HubertModel(type(tcfg)(**{**tcfg.to_dict(), "num_hidden_layers": 2}))
+        heads = nn.ModuleList(nn.Linear(768, 768) for _ in range(3))
+    assert gen.config.target_layers == [4, 8, 12] and gen.config.hidden_size == 768
+    n_gen = count_parameters(gen)
+    n_distil = count_parameters(distil)
+    n_heads = count_parameters(heads)
+    print(f"GenDistiller {n_gen:,}  DistilHuBERT {n_distil:,} (+ heads {n_heads:,})  "
+          f"ratio {n_gen / n_distil:.3f} / {n_gen / (n_distil + n_heads):.3f}")
+    assert count_parameters(gen.frontend) == count_parameters(distil) - count_parameters(distil.encoder.layers) - 768
+    assert n_gen <= 0.67 * n_distil
+    assert n_gen <= 0.67 * (n_distil + n_heads)
+
+
+def test_training_forward_goes_through_forward():
+    m = student("full")
+    wav, lengths = _wavs()
+    with torch.no_grad():
+        x0, fl = m.front_end(wav, lengths)
+        tl = torch.randn(2, 3, x0.shape[1], m.hidden_size)
+        ref = m.forward_teacher_forced(x0, tl, fl)
+    out = m(wav, lengths, teacher_layers=tl)
+    assert torch.allclose(out.predictions, ref, atol=1e-6) and torch.equal(out.frame_lengths, fl)
+    assert out.frame_mask.sum().item() == 24 + 15
+    out.predictions.sum().backward()
+    assert m.frontend.feature_extractor.conv_layers[0].conv.weight.grad is not None
+    with pytest.raises(ValueError, match="teacher_layers must be"):
+        m(wav, lengths, teacher_layers=tl[:, :, :-1])

@@ -22,6 +22,9 @@ def load_encoder(name_or_path: str | Path, dtype: torch.dtype | None = None) -> 
     """HF HuBERT/WavLM/wav2vec2 (incl. ``*ForCTC``), GenDistiller students and pruned encoders."""
     if is_missing_local(name_or_path):
         raise ModelLoadError(f"model directory {name_or_path} does not exist")
+    # A CTC model directory (finetune-ctc output) holds its encoder in encoder/.
+    if (Path(name_or_path) / "ctc_config.json").is_file() and (Path(name_or_path) / "encoder").is_dir():
+        name_or_path = Path(name_or_path) / "encoder"
     config = load_config(name_or_path)
     if config.model_type in PROJECT_MODEL_TYPES:
         cls = project_model_class(config.model_type)

@@ -13,9 +13,20 @@ if TYPE_CHECKING:  # torch is imported lazily: data commands should start fast
     import torch
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def _tmp_path(path: Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    # mkstemp creates 0600 files; artefacts should get the usual permissions.
+    os.chmod(name, _FILE_MODE)
     return Path(name)
 
 

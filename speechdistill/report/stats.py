@@ -1,0 +1,57 @@
+"""Model size and cost: parameters, bytes, MACs (counted, not assumed) and real-time factor."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_macs(encoder: nn.Module, seconds: float = 10.0, sample_rate: int = 16000) -> int:
+    """Multiply-accumulates of one forward pass on ``seconds`` of audio, counted by torch's
+    FlopCounterMode over every matmul/conv/attention the model actually runs (FLOPs / 2)."""
+    wav = torch.zeros(1, int(seconds * sample_rate))
+    was_training = encoder.training
+    encoder.eval()
+    with FlopCounterMode(display=False) as counter:
+        encode = getattr(encoder, "encode", None)
+        encode(wav) if encode is not None else encoder(wav)
+    encoder.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+@dataclass
+class RTF:
+    rtf: float
+    seconds_processed: float
+    audio_seconds: float
+    threads: int
+
+
+@torch.no_grad()
+def measure_rtf(fn, audio_seconds: float, threads: int | None = None, repeats: int = 3, warmup: int = 1) -> RTF:
+    """Real-time factor (processing time / audio time) of ``fn()``, median over repeats."""
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
+    times.sort()
+    med = times[len(times) // 2]
+    return RTF(med / audio_seconds, med, audio_seconds, threads or old)

@@ -226,7 +226,8 @@ def train(
             if best_metric is not None and best_metric[0] in metrics:
                 name, mode = best_metric
                 value = metrics[name]
-                if best is None or (value < best if mode == "min" else value > best):
+                # Ties go to the later model: early in CTC training WER sits at 1.0 while CER still falls.
+                if best is None or (value <= best if mode == "min" else value >= best):
                     best = value
                     method.save_artifact(unwrapped, out_dir / "model")
                     log.info("new best %s=%.4f: wrote %s", name, value, out_dir / "model")

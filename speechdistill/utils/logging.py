@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -24,8 +25,11 @@ def setup_logging(level: str | int = "INFO", log_file: str | Path | None = None)
         h._speechdistill = True  # type: ignore[attr-defined]
         root.addHandler(h)
     # Third-party chatter drowns our progress output.
-    for noisy in ("urllib3", "filelock", "matplotlib", "PIL"):
+    for noisy in ("urllib3", "filelock", "matplotlib", "PIL", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # transformers draws a progress bar for every checkpoint it loads or writes; read at its import.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def add_file_handler(log_file: str | Path) -> logging.Handler:

@@ -1,0 +1,225 @@
+"""CTC fine-tuning as a training ``Method`` (SUPERB ASR protocol by default), and ``run_finetune``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from speechdistill.asr.ctc_model import CTCHeadConfig, CTCModel, build_ctc_model, is_random_upstream
+from speechdistill.asr.decode import greedy_decode
+from speechdistill.asr.metrics import error_rates
+from speechdistill.asr.vocab import VOCAB_FILE, CharVocab
+from speechdistill.config import ConfigError, to_dict
+from speechdistill.data.dataset import DataConfig
+from speechdistill.train.engine import TrainConfig
+from speechdistill.train.engine import train as run_training
+from speechdistill.train.optim import OptimConfig
+from speechdistill.train.protocol import Batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CTCConfig:
+    # Encoder directory, hub id, or random:hubert / random:wavlm / random:wav2vec2.
+    upstream: str = ""
+    # HF config keys for a random upstream (plus ``preset: base|large|tiny``).
+    upstream_config: dict[str, Any] = field(default_factory=dict)
+    head: CTCHeadConfig = field(default_factory=CTCHeadConfig)
+    # Encoder lr = optim.lr x this, when the encoder is unfrozen.
+    encoder_lr_scale: float = 1.0
+
+    def validate(self) -> None:
+        if self.encoder_lr_scale < 0:
+            raise ConfigError("ctc.encoder_lr_scale must be >= 0")
+
+
+@dataclass
+class FinetuneConfig:
+    out_dir: str = "runs/ctc"
+    ctc: CTCConfig = field(default_factory=CTCConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_ratio=0.1))
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        if not self.ctc.upstream:
+            raise ConfigError("ctc.upstream is required (--upstream DIR|hub-id|random:FAMILY)")
+        if not self.data.train_manifest:
+            raise ConfigError("data.train_manifest is required (--train MANIFEST)")
+        if self.data.crop_seconds:
+            # A crop cuts audio but not its transcript: the CTC targets would no longer match.
+            raise ConfigError("data.crop_seconds must be 0 for CTC fine-tuning (crops break transcript alignment)")
+
+
+def _utterance_ctc_inputs(
+    vocab: CharVocab, texts: list[str | None], device: torch.device
+) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """Indices of utterances with a non-empty transcript, concatenated targets, target lengths."""
+    keep, targets, lengths = [], [], []
+    for i, t in enumerate(texts):
+        ids = vocab.encode(t)
+        if not ids:
+            continue
+        keep.append(i)
+        targets.extend(ids)
+        lengths.append(len(ids))
+    return (
+        keep,
+        torch.tensor(targets, dtype=torch.long, device=device),
+        torch.tensor(lengths, dtype=torch.long, device=device),
+    )
+
+
+class CTCMethod:
+    """Encoder + CTC head trained with character CTC; the engine keeps the model with the best dev WER."""
+
+    name = "ctc"
+    best_metric = ("dev_wer", "min")
+
+    def __init__(self, cfg: CTCConfig, vocab: CharVocab, seed: int = 0):
+        self.cfg = cfg
+        self.vocab = vocab
+        self.seed = seed
+        self._warned_empty = False
+
+    def build_model(self) -> CTCModel:
+        model = build_ctc_model(self.cfg.upstream, self.vocab, self.cfg.head, self.cfg.upstream_config, self.seed)
+        n = model.num_parameters()
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log.info(
+            "CTC model: encoder %.2fM, head %.2fM params; %.2fM trainable (%s encoder)",
+            n["encoder"] / 1e6, n["head"] / 1e6, trainable / 1e6,
+            "frozen" if model.encoder_frozen else "unfrozen",
+        )
+        return model
+
+    def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """Head (layer weights, LSTM, output) at ``lr``; an unfrozen encoder at ``lr * encoder_lr_scale``.
+
+        No weight decay on biases, norms and the layer weights.
+        """
+        groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            part = "encoder" if name.startswith("encoder.") else "head"
+            decay = p.ndim >= 2 and "norm" not in name
+            groups.setdefault((part, decay), []).append(p)
+        out = []
+        for (part, decay), params in groups.items():
+            scale = self.cfg.encoder_lr_scale if part == "encoder" else 1.0
+            if scale == 0:
+                continue
+            out.append({"params": params, "lr": lr * scale, "weight_decay": weight_decay if decay else 0.0,
+                        "name": f"{part}{'' if decay else '_no_decay'}"})
+        return out
+
+    def _loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, dict[str, float]]:
+        log_probs, frame_lengths = model(batch.wav, batch.lengths)
+        keep, targets, target_lengths = _utterance_ctc_inputs(self.vocab, list(batch.texts), log_probs.device)
+        stats = {"empty_transcripts": float(len(batch.texts) - len(keep))}
+        if len(keep) < len(batch.texts) and not self._warned_empty:
+            missing = [batch.ids[i] for i in range(len(batch.texts)) if i not in keep]
+            log.warning("utterance(s) without a transcript are left out of the CTC loss, e.g. %s", missing[:3])
+            self._warned_empty = True
+        if not keep:
+            return None, log_probs, frame_lengths, stats
+        idx = torch.tensor(keep, device=log_probs.device)
+        lp = log_probs.index_select(0, idx)
+        fl = frame_lengths.index_select(0, idx).long()
+        # CTC cannot emit more labels than frames; zero_infinity zeroes these, so count them.
+        stats["infeasible"] = float((target_lengths > fl).sum())
+        loss = F.ctc_loss(
+            lp.float().transpose(0, 1), targets, fl, target_lengths,
+            blank=self.vocab.blank_id, reduction="mean", zero_infinity=True,
+        )
+        return loss, log_probs, frame_lengths, stats
+
+    def compute_loss(self, model: nn.Module, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        loss, log_probs, _, stats = self._loss(model, batch)
+        if loss is None:
+            # Keep the graph connected so DDP and the engine's backward still work.
+            return log_probs.sum() * 0.0, stats
+        return loss, stats
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+        refs: list[str] = []
+        hyps: list[str] = []
+        loss_sum, loss_n = 0.0, 0
+        for batch in batches:
+            loss, log_probs, frame_lengths, stats = self._loss(model, batch)
+            n = len(batch.texts) - int(stats["empty_transcripts"])
+            if loss is not None:
+                loss_sum += float(loss) * n
+                loss_n += n
+            for text, hyp in zip(batch.texts, greedy_decode(log_probs, frame_lengths, self.vocab)):
+                if text:
+                    refs.append(text)
+                    hyps.append(hyp)
+        if not refs:
+            log.warning("no dev utterance has a transcript: dev WER cannot be computed")
+            return {"dev_loss": loss_sum / max(loss_n, 1)}
+        rates = error_rates(refs, hyps)
+        return {"dev_loss": loss_sum / max(loss_n, 1), "dev_wer": rates.wer, "dev_cer": rates.cer}
+
+    def save_artifact(self, model: nn.Module, out_dir: Path) -> None:
+        getattr(model, "module", model).save_pretrained(out_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def finetune_config_from_dict(data: dict[str, Any]) -> FinetuneConfig:
+    """Typed config (unknown keys and wrong types fail early) for ``run_finetune``.
+
+    ``data`` is merged over this config's own defaults first, so a partial ``optim`` section keeps
+    the CTC defaults (lr 1e-4) rather than falling back to the generic OptimConfig ones.
+    """
+    from speechdistill.config import deep_merge, from_dict
+
+    return from_dict(FinetuneConfig, deep_merge(to_dict(FinetuneConfig()), data))
+
+
+def build_vocab(train_manifest: str, out_dir: Path, resume: bool) -> CharVocab:
+    """From the training transcripts; a resumed run reuses the vocabulary its checkpoints were made with."""
+    from speechdistill.data.manifest import read_manifest
+
+    saved = out_dir / VOCAB_FILE
+    if resume and saved.is_file():
+        log.info("resume: using the vocabulary in %s", saved)
+        return CharVocab.load(saved)
+    utts = read_manifest(train_manifest)
+    texts = [u.text for u in utts]
+    missing = sum(1 for t in texts if not t)
+    if missing == len(texts):
+        raise ConfigError(f"{train_manifest}: no utterance has a 'text' field; CTC fine-tuning needs transcripts")
+    if missing:
+        log.warning("%s: %d of %d utterance(s) have no transcript and will be skipped", train_manifest, missing, len(texts))
+    vocab = CharVocab.build(texts)
+    log.info("vocabulary: %d symbols (%s)", len(vocab), "".join(vocab.tokens[3:]))
+    return vocab
+
+
+def run_finetune(cfg: FinetuneConfig, resume: bool = False):
+    """Train a CTC model; the best one by dev WER (or the final one) lands in ``out_dir/model``."""
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vocab = build_vocab(cfg.data.train_manifest, out_dir, resume)
+    vocab.save(out_dir)
+    if is_random_upstream(cfg.ctc.upstream):
+        log.info("training %s from scratch with CTC (encoder unfrozen)", cfg.ctc.upstream)
+    method = CTCMethod(cfg.ctc, vocab, seed=cfg.train.seed)
+    run_config = {**to_dict(cfg), "method": "ctc", "vocab": vocab.to_list()}
+    return run_training(
+        method, train_cfg=cfg.train, optim_cfg=cfg.optim, data_cfg=cfg.data, out_dir=out_dir,
+        resume=resume, run_config=run_config,
+    )

@@ -398,9 +398,10 @@ class CTCModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, map_location: str | torch.device = "cpu") -> CTCModel:
+        from speechdistill.models.builtin import resolve_model_path
         from speechdistill.models.load import load_encoder
 
-        model_dir = Path(model_dir)
+        model_dir = Path(resolve_model_path(str(model_dir)))
         cfg_file = model_dir / CONFIG_FILE
         if not cfg_file.is_file():
             raise ModelLoadError(

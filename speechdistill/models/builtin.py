@@ -16,7 +16,7 @@ def builtin_path(name: str) -> Path:
     if name not in BUILTIN:
         raise ModelLoadError(f"no builtin model {name!r}; available: {', '.join(BUILTIN)}")
     path = Path(str(resources.files("speechdistill") / BUILTIN[name]))
-    if not (path / "config.json").is_file():
+    if not ((path / "config.json").is_file() or (path / "ctc_config.json").is_file()):
         raise ModelLoadError(f"builtin model {name!r} is missing from this installation ({path})")
     return path
 

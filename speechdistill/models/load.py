@@ -19,7 +19,11 @@ from speechdistill.models.teacher import (
 
 
 def load_encoder(name_or_path: str | Path, dtype: torch.dtype | None = None) -> nn.Module:
-    """HF HuBERT/WavLM/wav2vec2 (incl. ``*ForCTC``), GenDistiller students and pruned encoders."""
+    """HF HuBERT/WavLM/wav2vec2 (incl. ``*ForCTC``), GenDistiller students and pruned encoders;
+    ``builtin:NAME`` for models shipped in the package; a CTC model directory gives its encoder."""
+    from speechdistill.models.builtin import resolve_model_path
+
+    name_or_path = resolve_model_path(str(name_or_path))
     if is_missing_local(name_or_path):
         raise ModelLoadError(f"model directory {name_or_path} does not exist")
     # A CTC model directory (finetune-ctc output) holds its encoder in encoder/.

@@ -1,0 +1,494 @@
+"""STAT: retraining-free structured pruning of HuBERT / WavLM / wav2vec 2.0 encoders.
+
+Flynn et al., arXiv 2406.00061, adapted to speech (REFERENCE §6).  ``prune_model`` runs:
+
+1. calibration (``calib.collect_statistics``): one pass of the unpruned model, sketching each
+   FFN's post-activation outputs Z, each attention's per-head context C and (``prune_cnn``) each
+   CNN layer's channels, padding frames excluded;
+2. per module, an error curve err(k) for every possible kept count k:
+   - FFN: column-pivoted QR of Z with column j scaled by ||W2[:, j]||; err(k) = ||R22||_F;
+   - heads: greedy block-pivoted QR of C, head h's block scaled by the triangular factor of its
+     out_proj columns (so the block norm is the norm of the head's contribution to the output);
+     err(k) = residual norm (decompose.block_pivoted_qr);
+   - CNN channel c of conv i: as the FFN, scaled by ||W_{i+1}[:, c, :]||;
+3. one global threshold on err(k) / reference across all modules, binary-searched so the pruned
+   encoder keeps ``keep_macs`` of the MACs over the calibration lengths (budget.allocate; the
+   attention's T^2 terms use the real calibration lengths).  Reference ("error_norm"):
+   ``residual`` (default, our design) = norm of the residual stream the module's output is added
+   to, so modules that barely move the stream give up more units; ``module`` = the module's own
+   output norm.  CNN layers have no residual stream and always use their own norm.
+4. weights: FFN W1, b1 = kept rows, W2 <- W2 T^T (interpolation matrix in original order, so
+   Z ≈ Z[:, kept] T), b2 unchanged; heads: q/k/v rows of kept heads, W_O <- W_O[:, kept] +
+   W_O[:, elim] X^T with X the least-squares fit C_elim ≈ C_kept X; CNN: kept output channels
+   (and their group-norm affine: HF's group norm has one group per channel, so slicing it is
+   exact), the next conv's input channels corrected by T.  ``stat-nocorrect`` keeps the same
+   selection without the corrections; ``magnitude`` selects by weight norms (magnitude.py).
+
+CNN pruning needs a group-norm CNN (HuBERT/WavLM Base): a layer-norm CNN normalises over
+channels, so dropping channels would change every kept channel; the last conv layer feeds a
+LayerNorm over its channels in the feature projection and is never pruned.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import scipy.linalg
+import torch
+from torch import nn
+
+from speechdistill.models.pruned import (
+    PrunedEncoderModel,
+    base_config_dict,
+    pruned_config_from,
+)
+from speechdistill.prune import magnitude as mag
+from speechdistill.prune.budget import (
+    EncoderShape,
+    MacCount,
+    PruneError,
+    UnitCurve,
+    allocate,
+    apply_counts,
+    check_keep_macs,
+    shape_macs,
+    shape_of_model,
+)
+from speechdistill.prune.calib import CalibStats, collect_statistics, peak_rss_mb
+from speechdistill.prune.decompose import (
+    PivotedQR,
+    blas_threads,
+    block_pivoted_qr,
+    interpolation_matrix,
+    lstsq_coefficients,
+    pivoted_qr,
+    reduce_rows,
+)
+
+log = logging.getLogger(__name__)
+
+METHODS = ("stat", "stat-nocorrect", "magnitude")
+ERROR_NORMS = ("residual", "module")
+
+
+@dataclass
+class PruneOptions:
+    prune_cnn: bool = False
+    sketch_rows: int = 4096  # CountSketch rows per module (0 = keep every frame exactly)
+    seed: int = 0
+    min_heads: int = 1
+    min_neurons: int = 8
+    min_channels: int = 8
+    error_norm: str = "residual"
+    blas_threads: int | None = 1  # OpenBLAS threads for the QRs (see decompose.blas_threads)
+
+
+@dataclass
+class _Source:
+    hf: nn.Module  # the HF base model (possibly already pruned)
+    family: str
+    normalize: bool
+    base_config: dict
+    kept_heads: list[list[int]]  # original head ids of the current heads, per layer
+    source_model: str
+
+
+@dataclass
+class _Module:
+    curve: UnitCurve
+    ref: float = 1.0
+    order: np.ndarray | None = None  # magnitude / block pivot order
+    qr: PivotedQR | None = None
+    scale: np.ndarray | None = None
+    r0: np.ndarray | None = None  # reduced (unscaled) context sketch for the head least squares
+    extra: dict = field(default_factory=dict)
+
+
+def resolve_source(encoder: nn.Module, source_model: str | None = None) -> _Source:
+    """The HF model inside any supported encoder, plus what the pruned config must carry."""
+    from speechdistill.models.encoder import HFEncoder, base_model_of
+    from speechdistill.models.teacher import Teacher, family_of
+
+    if isinstance(encoder, Teacher):
+        encoder = encoder.encoder
+    if isinstance(encoder, PrunedEncoderModel):
+        cfg = encoder.config
+        return _Source(
+            encoder.model, cfg.base_model_type, encoder.normalize, dict(cfg.base_config),
+            [list(k) for k in cfg.kept_heads], source_model or cfg.source_model or "",
+        )
+    if isinstance(encoder, HFEncoder):
+        hf, normalize = encoder.model, encoder.normalize
+    else:
+        try:
+            hf = base_model_of(encoder)
+        except TypeError:
+            raise PruneError(
+                f"pruning {type(encoder).__name__} is not supported yet: prune an HF HuBERT/WavLM/wav2vec 2.0 "
+                "encoder or a pruned encoder (GenDistiller students have a different layer structure)"
+            ) from None
+        normalize = getattr(hf.config, "feat_extract_norm", "group") == "layer"
+    family = family_of(hf.config)
+    heads = int(hf.config.num_attention_heads)
+    kept = [list(range(heads)) for _ in hf.encoder.layers]
+    for i, layer in enumerate(hf.encoder.layers):
+        n = int(layer.attention.q_proj.out_features) // int(layer.attention.head_dim)
+        if n != heads:
+            raise PruneError(f"layer {i} of {type(encoder).__name__} has {n} heads, its config says {heads}")
+    return _Source(hf, family, normalize, base_config_dict(hf.config), kept, source_model or "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Error curves
+
+
+def _curve(kind: str, index: int, abs_err: np.ndarray, ref: float, min_keep: int) -> UnitCurve:
+    ref = ref if ref > 0 else 1.0
+    rel = np.asarray(abs_err, dtype=np.float64) / ref
+    rel = np.minimum.accumulate(rel)  # guard against round-off making the curve tick up
+    rel[-1] = 0.0
+    return UnitCurve(kind, index, rel, min_keep)
+
+
+def _stat_ffn(i: int, ff: nn.Module, z: np.ndarray, ref_sq: float, opts: PruneOptions) -> _Module:
+    w = ff.output_dense.weight.detach().double().norm(dim=0).numpy()
+    qr = pivoted_qr((z * w.astype(np.float32)[None, :]).astype(np.float32, copy=False))
+    err = qr.errors()
+    ref = float(np.sqrt(ref_sq)) if opts.error_norm == "residual" else err[0]
+    return _Module(_curve("ffn", i, err, ref, opts.min_neurons), ref, qr=qr, scale=w)
+
+
+def _head_factors(wo: torch.Tensor, head_dim: int) -> list[np.ndarray]:
+    """R_h with ||C_h W_O,h^T||_F = ||C_h R_h^T||_F (QR of each head's out_proj columns)."""
+    w = wo.detach().double().numpy()
+    out = []
+    for h in range(w.shape[1] // head_dim):
+        blk = w[:, h * head_dim : (h + 1) * head_dim]
+        out.append(scipy.linalg.qr(blk, mode="r", check_finite=False)[0][:head_dim])
+    return out
+
+
+def _stat_heads(i: int, attn: nn.Module, c: np.ndarray, ref_sq: float, opts: PruneOptions) -> _Module:
+    hd = int(attn.head_dim)
+    r0 = reduce_rows(c.astype(np.float64))
+    factors = _head_factors(attn.out_proj.weight, hd)
+    scaled = np.concatenate(
+        [r0[:, h * hd : (h + 1) * hd] @ f.T for h, f in enumerate(factors)], axis=1
+    )
+    bqr = block_pivoted_qr(scaled, hd)
+    ref = float(np.sqrt(ref_sq)) if opts.error_norm == "residual" else bqr.err[0]
+    return _Module(_curve("heads", i, bqr.err, ref, opts.min_heads), ref, order=bqr.order, r0=r0)
+
+
+def _stat_conv(i: int, conv_next: nn.Conv1d, y: np.ndarray, opts: PruneOptions) -> _Module:
+    wn = conv_next.weight.detach().double()
+    w = wn.transpose(0, 1).reshape(wn.shape[1], -1).norm(dim=1).numpy()
+    qr = pivoted_qr((y * w.astype(np.float32)[None, :]).astype(np.float32, copy=False))
+    err = qr.errors()
+    return _Module(_curve("conv", i, err, err[0], opts.min_channels), err[0], qr=qr, scale=w)
+
+
+def _mag_module(kind: str, i: int, scores: np.ndarray, min_keep: int) -> _Module:
+    order, rel = mag.magnitude_curve(scores)
+    return _Module(_curve(kind, i, rel, 1.0, min_keep), 1.0, order=order)
+
+
+# ---------------------------------------------------------------------------------------------
+# Selections
+
+
+def _id_selection(mod: _Module, k: int, correct: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Kept columns (ascending) and, for corrections, the unscaled T (k x n) with Z ≈ Z[:, kept] T."""
+    if mod.qr is None:  # magnitude
+        return np.sort(mod.order[:k]), None
+    kept, t_hat = interpolation_matrix(mod.qr, k)
+    if not correct:
+        return kept, None
+    w = mod.scale
+    inv = np.divide(1.0, w, out=np.zeros_like(w), where=w > 0)
+    t = w[kept][:, None] * t_hat * inv[None, :]
+    t[np.arange(len(kept)), kept] = 1.0
+    return kept, t
+
+
+def _head_cols(heads: Sequence[int], hd: int) -> np.ndarray:
+    return np.concatenate([np.arange(h * hd, (h + 1) * hd) for h in heads]) if len(heads) else np.zeros(0, int)
+
+
+def _head_selection(mod: _Module, k: int, n: int, hd: int, correct: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    kept = np.sort(mod.order[:k])
+    if not correct or mod.r0 is None or k == n:
+        return kept, None
+    elim = np.setdiff1d(np.arange(n), kept)
+    x = lstsq_coefficients(mod.r0[:, _head_cols(kept, hd)], mod.r0[:, _head_cols(elim, hd)])
+    return kept, x
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _macs_for_lengths(shape: EncoderShape, counts: Counter) -> MacCount:
+    total = MacCount()
+    for n, times in counts.items():
+        mc = shape_macs(shape, n)
+        for _ in range(times):  # exact and cheap: few distinct lengths in practice
+            total = total + mc
+    return total
+
+
+def _macs_total(shape: EncoderShape, counts: Counter) -> float:
+    return float(sum(shape_macs(shape, n).total * times for n, times in counts.items()))
+
+
+def prune_model(
+    encoder: nn.Module,
+    calib_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
+    method: str = "stat",
+    keep_macs: float = 0.5,
+    *,
+    options: PruneOptions | None = None,
+    calib_lengths: Sequence[int] | None = None,
+    source_model: str | None = None,
+    progress: bool = False,
+    total_batches: int | None = None,
+) -> tuple[PrunedEncoderModel, dict]:
+    """Prune ``encoder`` (HFEncoder, PrunedEncoderModel, Teacher or an HF model) to ``keep_macs``
+    of its MACs over the calibration lengths.  Returns the pruned encoder and a report dict.
+
+    ``calib_batches``: (wav [B, S] float 16 kHz, lengths [B]) batches.  The magnitude method only
+    needs the lengths: pass ``calib_batches=None`` and ``calib_lengths`` (samples) instead.
+    """
+    t_start = time.perf_counter()
+    opts = options or PruneOptions()
+    if method not in METHODS:
+        raise PruneError(f"unknown pruning method {method!r} (choose from {', '.join(METHODS)})")
+    if opts.error_norm not in ERROR_NORMS:
+        raise PruneError(f"error_norm must be one of {', '.join(ERROR_NORMS)}, got {opts.error_norm!r}")
+    if opts.sketch_rows < 0:
+        raise PruneError(f"sketch rows must be >= 0 (0 = exact), got {opts.sketch_rows}")
+    keep_macs = check_keep_macs(keep_macs)
+    src = resolve_source(encoder, source_model)
+    hf = src.hf
+    layers = hf.encoder.layers
+    convs = hf.feature_extractor.conv_layers
+    if opts.prune_cnn and getattr(hf.config, "feat_extract_norm", "group") != "group":
+        raise PruneError(
+            "--prune-cnn needs a group-norm CNN (HuBERT/WavLM Base): this model's CNN uses layer norm over "
+            "channels, so removing channels would change the kept ones. Prune without --prune-cnn."
+        )
+    shape0 = shape_of_model(hf)
+    widest = max([*shape0.intermediate_sizes, *(h * shape0.head_dim for h in shape0.num_heads),
+                  *(shape0.conv_dims[:-1] if opts.prune_cnn else [])])
+    if method != "magnitude" and 0 < opts.sketch_rows < widest:
+        raise PruneError(
+            f"--sketch-rows {opts.sketch_rows} is smaller than the widest prunable module ({widest} units): the "
+            f"sketch could not tell those units apart. Use --sketch-rows >= {widest} (or 0 for no sketch)."
+        )
+
+    # 1. calibration
+    stats: CalibStats | None = None
+    t0 = time.perf_counter()
+    if method == "magnitude":
+        if calib_lengths is None:
+            if calib_batches is None:
+                raise PruneError("give calibration batches or calib_lengths (needed for the MAC budget)")
+            calib_lengths = [int(n) for _, lengths in calib_batches for n in lengths]
+        lengths = [int(n) for n in calib_lengths]
+    else:
+        if calib_batches is None:
+            raise PruneError(f"method {method!r} needs calibration audio")
+        stats = collect_statistics(
+            hf, calib_batches, normalize=src.normalize, sketch_rows=opts.sketch_rows, prune_cnn=opts.prune_cnn,
+            seed=opts.seed, progress=progress, total_batches=total_batches,
+        )
+        lengths = stats.sample_lengths
+        if stats.frames < widest:
+            log.warning(
+                "only %d calibration frames for modules up to %d units wide: units beyond that rank are "
+                "chosen arbitrarily; use more calibration audio", stats.frames, widest,
+            )
+    if not lengths:
+        raise PruneError("no calibration utterances")
+    calib_time = time.perf_counter() - t0
+    length_counts = Counter(lengths)
+
+    # 2. error curves
+    t0 = time.perf_counter()
+    mods: list[_Module] = []
+    with torch.no_grad(), blas_threads(opts.blas_threads):
+        if opts.prune_cnn:
+            for i in range(len(convs) - 1):
+                if method == "magnitude":
+                    s = mag.conv_scores(convs[i].conv.weight, convs[i + 1].conv.weight)
+                    mods.append(_mag_module("conv", i, s, opts.min_channels))
+                else:
+                    mods.append(_stat_conv(i, convs[i + 1].conv, stats.conv[i].matrix(), opts))
+                    stats.conv[i].release()
+        for i, layer in enumerate(layers):
+            attn, ff = layer.attention, layer.feed_forward
+            if method == "magnitude":
+                s = mag.head_scores(
+                    attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight, attn.out_proj.weight, int(attn.head_dim)
+                )
+                mods.append(_mag_module("heads", i, s, opts.min_heads))
+                s = mag.ffn_scores(ff.intermediate_dense.weight, ff.output_dense.weight)
+                mods.append(_mag_module("ffn", i, s, opts.min_neurons))
+            else:
+                mods.append(_stat_heads(i, attn, stats.attn[i].matrix(), stats.attn_ref_sq[i], opts))
+                stats.attn[i].release()
+                mods.append(_stat_ffn(i, ff, stats.ffn[i].matrix(), stats.ffn_ref_sq[i], opts))
+                stats.ffn[i].release()
+    decompose_time = time.perf_counter() - t0
+
+    # 3. global allocation
+    curves = [m.curve for m in mods]
+    macs_before = _macs_total(shape0, length_counts)
+    alloc = allocate(
+        curves, lambda counts: _macs_total(apply_counts(shape0, curves, counts), length_counts), keep_macs, macs_before
+    )
+
+    # 4. new weights
+    t0 = time.perf_counter()
+    correct = method == "stat"
+    sd = dict(hf.state_dict())
+    new_kept_heads = [list(k) for k in src.kept_heads]
+    widths = list(shape0.intermediate_sizes)
+    conv_dims = list(shape0.conv_dims)
+    per_layer: dict[int, dict] = {i: {"layer": i} for i in range(len(layers))}
+    conv_report: list[dict] = []
+    prev_t: np.ndarray | None = None
+    prev_kept: np.ndarray | None = None
+    with torch.no_grad(), blas_threads(opts.blas_threads):
+        conv_sel = {}
+        for m, k in zip(mods, alloc.counts):
+            if m.curve.kind == "conv":
+                conv_sel[m.curve.index] = (m, k)
+        if opts.prune_cnn:
+            for i in range(len(convs)):
+                p = f"feature_extractor.conv_layers.{i}."
+                w = sd[p + "conv.weight"]
+                dtype = w.dtype
+                if prev_kept is not None:
+                    if prev_t is not None:
+                        w = torch.einsum("ojt,kj->okt", w.double(), torch.from_numpy(prev_t)).to(dtype)
+                    else:
+                        w = w[:, torch.from_numpy(prev_kept)]
+                prev_kept, prev_t = None, None
+                if i in conv_sel:
+                    m, k = conv_sel[i]
+                    kept, t = _id_selection(m, k, correct)
+                    idx = torch.from_numpy(kept)
+                    w = w[idx]
+                    for name in ("conv.bias", "layer_norm.weight", "layer_norm.bias"):
+                        if p + name in sd:
+                            sd[p + name] = sd[p + name][idx]
+                    conv_report.append(
+                        {"conv_layer": i, "channels_before": m.curve.size, "channels_after": int(k),
+                         "rel_error": float(m.curve.rel_err[k])}
+                    )
+                    conv_dims[i] = int(k)
+                    prev_kept, prev_t = kept, t
+                sd[p + "conv.weight"] = w.contiguous()
+        for m, k in zip(mods, alloc.counts):
+            i = m.curve.index
+            if m.curve.kind == "ffn":
+                p = f"encoder.layers.{i}.feed_forward."
+                kept, t = _id_selection(m, k, correct)
+                idx = torch.from_numpy(kept)
+                w2 = sd[p + "output_dense.weight"]
+                sd[p + "intermediate_dense.weight"] = sd[p + "intermediate_dense.weight"][idx].contiguous()
+                sd[p + "intermediate_dense.bias"] = sd[p + "intermediate_dense.bias"][idx].contiguous()
+                if t is not None:
+                    sd[p + "output_dense.weight"] = (w2.double() @ torch.from_numpy(t).T).to(w2.dtype).contiguous()
+                else:
+                    sd[p + "output_dense.weight"] = w2[:, idx].contiguous()
+                widths[i] = int(k)
+                per_layer[i].update(
+                    neurons_before=m.curve.size, neurons_after=int(k), ffn_rel_error=float(m.curve.rel_err[k])
+                )
+            elif m.curve.kind == "heads":
+                p = f"encoder.layers.{i}.attention."
+                attn = layers[i].attention
+                hd = int(attn.head_dim)
+                n = m.curve.size
+                kept, x = _head_selection(m, k, n, hd, correct)
+                cols = torch.from_numpy(_head_cols(kept, hd))
+                for name in ("q_proj", "k_proj", "v_proj"):
+                    sd[p + name + ".weight"] = sd[p + name + ".weight"][cols].contiguous()
+                    if p + name + ".bias" in sd:
+                        sd[p + name + ".bias"] = sd[p + name + ".bias"][cols].contiguous()
+                wo = sd[p + "out_proj.weight"]
+                new_wo = wo[:, cols].double()
+                if x is not None:
+                    elim = torch.from_numpy(_head_cols(np.setdiff1d(np.arange(n), kept), hd))
+                    new_wo = new_wo + wo[:, elim].double() @ torch.from_numpy(x).T
+                sd[p + "out_proj.weight"] = new_wo.to(wo.dtype).contiguous()
+                if p + "gru_rel_pos_const" in sd:
+                    sd[p + "gru_rel_pos_const"] = sd[p + "gru_rel_pos_const"][:, torch.from_numpy(kept)].contiguous()
+                new_kept_heads[i] = [src.kept_heads[i][h] for h in kept]
+                per_layer[i].update(
+                    heads_before=n, heads_after=int(k), kept_heads=new_kept_heads[i],
+                    attn_rel_error=float(m.curve.rel_err[k]),
+                )
+    base_conv = list(src.base_config.get("conv_dim", conv_dims))
+    cfg = pruned_config_from(
+        src.base_config, src.family, new_kept_heads, widths,
+        conv_dims=None if conv_dims == base_conv else conv_dims,
+        normalize_input=src.normalize, prune_method=method, keep_macs=keep_macs, source_model=src.source_model,
+    )
+    pruned = PrunedEncoderModel(cfg)
+    missing, unexpected = pruned.model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"pruned state dict does not fit the pruned model: missing {missing}, unexpected {unexpected}")
+    pruned = pruned.to(next(hf.parameters()).dtype).eval()
+    apply_time = time.perf_counter() - t0
+
+    shape1 = shape_of_model(pruned.model)
+    before = _macs_for_lengths(shape0, length_counts)
+    after = _macs_for_lengths(shape1, length_counts)
+    if abs(after.total - alloc.macs_after) > 1e-6 * max(after.total, 1.0):
+        raise RuntimeError("MAC count of the built model disagrees with the allocation (bug)")
+    n_utts = len(lengths)
+    report = {
+        "method": method,
+        "keep_macs_target": keep_macs,
+        "keep_macs_achieved": after.total / before.total,
+        "threshold": alloc.threshold,
+        "error_norm": opts.error_norm,
+        "source_model": src.source_model,
+        "family": src.family,
+        "options": asdict(opts),
+        "calibration": {
+            "utterances": n_utts,
+            "seconds": sum(lengths) / 16000.0,
+            "frames": stats.frames if stats is not None else None,
+            "sketched": bool(stats is not None and opts.sketch_rows and stats.frames > opts.sketch_rows),
+        },
+        "macs_before": before.total,
+        "macs_after": after.total,
+        "macs_per_utterance_before": before.total / n_utts,
+        "macs_per_utterance_after": after.total / n_utts,
+        "macs_breakdown_before": before.to_dict(),
+        "macs_breakdown_after": after.to_dict(),
+        "params_before": int(sum(p.numel() for p in hf.parameters())),
+        "params_after": int(sum(p.numel() for p in pruned.parameters())),
+        "layers": [per_layer[i] for i in range(len(layers))],
+        "conv_layers": conv_report,
+        "conv_dims": conv_dims,
+        "wall_time_s": time.perf_counter() - t_start,
+        "calibration_time_s": calib_time,
+        "decompose_time_s": decompose_time,
+        "apply_time_s": apply_time,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    log.info(
+        "%s: kept %.3f of MACs (target %.3f), heads %s, FFN %s%s", method, report["keep_macs_achieved"], keep_macs,
+        [len(k) for k in new_kept_heads], widths, f", CNN {conv_dims}" if opts.prune_cnn else "",
+    )
+    return pruned, report

@@ -123,8 +123,8 @@ def main() -> None:
         print(f"{s}: {results[-1]['audio_sec_per_sec']:.2f} audio s/s", file=sys.stderr)
     base = next((r for r in results if r["student"] == "distilhubert"), results[0])
     lines = [
-        f"Distillation step throughput ({args.device}, {args.threads} threads, batch {args.batch} x {args.seconds} s, "
-        f"HuBERT-Base-shaped {args.family} teacher, random weights)", "",
+        (f"Distillation step throughput ({args.device}, {args.threads} threads, batch {args.batch} x {args.seconds} s, "
+         f"HuBERT-Base-shaped {args.family} teacher, random weights)"), "",
         "| student | params (M) | step s (median) | audio s / s | vs DistilHuBERT | peak mem (MB) | TFLOP/step | MFU |",
         "|---|---|---|---|---|---|---|---|",
     ]

@@ -27,7 +27,7 @@ def fsdd_manifests(root: Path, out: Path, test_speakers: list[str], dev_speakers
 
     splits: dict[str, list[Utterance]] = {"train": [], "dev": [], "test": []}
     for wav in sorted((root / "recordings").glob("*.wav")):
-        digit, speaker, take = wav.stem.split("_")
+        digit, speaker, _take = wav.stem.split("_")
         info = sf.info(str(wav))
         split = "test" if speaker in test_speakers else "dev" if speaker in dev_speakers else "train"
         splits[split].append(Utterance(wav.stem, str(wav.resolve()), info.frames, info.samplerate, DIGITS[int(digit)], speaker))

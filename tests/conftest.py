@@ -12,8 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from speechdistill.data.audio import write_audio  # noqa: E402
-from speechdistill.data.manifest import Utterance, write_manifest  # noqa: E402
+from speechdistill.data.audio import write_audio
+from speechdistill.data.manifest import Utterance, write_manifest
 
 torch.set_num_threads(1)
 

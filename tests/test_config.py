@@ -3,7 +3,15 @@ import dataclasses
 import pytest
 import yaml
 
-from speechdistill.config import ConfigError, from_dict, list_recipes, load_config, load_yaml_dict, parse_overrides, recipe_text
+from speechdistill.config import (
+    ConfigError,
+    from_dict,
+    list_recipes,
+    load_config,
+    load_yaml_dict,
+    parse_overrides,
+    recipe_text,
+)
 from speechdistill.distill import DistillConfig
 
 

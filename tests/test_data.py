@@ -8,7 +8,13 @@ import torch
 from speechdistill.cli.main import main as cli
 from speechdistill.data.audio import load_audio, resample
 from speechdistill.data.check import check_manifest
-from speechdistill.data.dataset import AudioDataset, BucketBatchSampler, build_eval_loader, load_utterances, make_batches
+from speechdistill.data.dataset import (
+    AudioDataset,
+    BucketBatchSampler,
+    build_eval_loader,
+    load_utterances,
+    make_batches,
+)
 from speechdistill.data.errors import BadAudioError, ManifestError
 from speechdistill.data.manifest import Utterance, read_manifest, write_manifest
 from speechdistill.data.scan import export_fairseq, import_fairseq, scan_folder, scan_librispeech
@@ -117,14 +123,16 @@ def test_check_names_each_bad_file_and_skip_counts(tmp_path, capsys):
     assert [u.id for u in read_manifest(tmp_path / "c.jsonl")] == ["good"]
 
 
-def test_eval_loader_skip_reports(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_eval_loader_skip_reports(tmp_path, workers):
     good = _wav(tmp_path / "good.wav")
     short = _wav(tmp_path / "short.wav", n=100)
     m = tmp_path / "m.jsonl"
     write_manifest(m, [Utterance("g", good, 8000, 16000), Utterance("s", short, 100, 16000)])
     with pytest.raises(BadAudioError, match="too short"):
-        list(build_eval_loader(str(m)))
-    loader = build_eval_loader(str(m), on_bad_audio="skip")
+        list(build_eval_loader(str(m), num_workers=workers))
+    # Skips made in worker processes still reach the caller's count.
+    loader = build_eval_loader(str(m), on_bad_audio="skip", num_workers=workers)
     batches = list(loader)
     assert sum(len(b) for b in batches) == 1
     assert loader.skipped == [(short, loader.skipped[0][1])] and "too short" in loader.skipped[0][1]
@@ -160,7 +168,7 @@ def test_sampler_shards_ranks_and_resumes(tone_corpus):
     r1 = BucketBatchSampler(ds, 4.0, 4, seed=1, rank=1, world_size=2)
     a, b = list(r0), list(r1)
     assert len(a) == len(b)
-    assert not set(i for x in a for i in x) & set(i for x in b for i in x)
+    assert not {i for x in a for i in x} & {i for x in b for i in x}
     all_batches = list(full)
     full.set_epoch(0, start_batch=2)
     assert list(full) == all_batches[2:]

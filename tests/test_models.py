@@ -4,7 +4,14 @@ import torch
 from speechdistill.models.encoder import hf_encode
 from speechdistill.models.frames import conv_output_lengths, receptive_field
 from speechdistill.models.load import load_encoder
-from speechdistill.models.teacher import ModelLoadError, Teacher, build_encoder, load_teacher, tiny_config, tiny_teacher
+from speechdistill.models.teacher import (
+    ModelLoadError,
+    Teacher,
+    build_encoder,
+    load_teacher,
+    tiny_config,
+    tiny_teacher,
+)
 
 
 def test_frame_lengths_match_hf():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from speechdistill.cli.common import HelpFormatter
 
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
     cfg.threads, cfg.seed = args.threads, args.seed
-    summary = run_demo(cfg)
-    print((__import__("pathlib").Path(cfg.out) / "report.md").read_text())
-    return 0 if summary["meaningful"] or cfg.quick else 0
+    run_demo(cfg)
+    # The report itself says whether the numbers are meaningful; the run succeeded either way.
+    print((Path(cfg.out) / "report.md").read_text())
+    return 0

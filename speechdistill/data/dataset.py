@@ -142,17 +142,18 @@ def collate(items) -> Batch:
 
 
 def make_batches(
-    sizes: Sequence[int], max_batch_samples: int, max_batch_size: int, shuffle: bool, seed: int
+    sizes: Sequence[int], max_batch_samples: int, max_batch_size: int, shuffle: bool, seed: int = 0,
+    sort: bool = True,
 ) -> list[list[int]]:
     """Group indices into batches whose padded size (count x longest) stays within the budget.
 
     Sorting by length keeps padding small; with shuffle, lengths get a little noise so batches differ
-    between epochs, and the batch order is shuffled.
+    between epochs, and the batch order is shuffled. ``sort=False`` keeps the given order (evaluation).
     """
     rng = np.random.default_rng(seed)
     sizes_arr = np.asarray(sizes, dtype=np.float64)
     keys = sizes_arr * (1 + 0.1 * rng.random(len(sizes))) if shuffle else sizes_arr
-    order = np.argsort(keys, kind="stable")
+    order = np.argsort(keys, kind="stable") if sort else np.arange(len(sizes))
     batches: list[list[int]] = []
     cur: list[int] = []
     cur_max = 0
@@ -262,20 +263,8 @@ class EvalLoader:
         self.manifest = manifest
         self.num_workers = num_workers
         self.max_batches = max_batches
-        budget = int(max_batch_seconds * SAMPLE_RATE)
-        self.batches: list[list[int]] = []
-        cur: list[int] = []
-        cur_max = 0
-        for i in range(len(utts)):
-            n = self.dataset.item_samples(i)
-            m = max(cur_max, n)
-            if cur and (m * (len(cur) + 1) > budget or len(cur) >= max_batch_size):
-                self.batches.append(cur)
-                cur, m = [], n
-            cur.append(i)
-            cur_max = m
-        if cur:
-            self.batches.append(cur)
+        sizes = [self.dataset.item_samples(i) for i in range(len(utts))]
+        self.batches = make_batches(sizes, int(max_batch_seconds * SAMPLE_RATE), max_batch_size, False, sort=False)
         if max_batches:
             self.batches = self.batches[:max_batches]
 

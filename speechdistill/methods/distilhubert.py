@@ -36,6 +36,10 @@ class DistilHuBERTConfig:
     cnn_grad_scale: float = 0.1
     freeze_cnn: bool = False
     cos_weight: float = 1.0
+    # Start from an existing encoder directory instead of slicing the teacher: e.g. a STAT-pruned
+    # teacher (`speechdistill prune`), which then recovers by layer distillation (the student's
+    # layers and widths are whatever that directory holds).
+    student_init: str = ""
 
     def validate(self) -> None:
         if self.student_layers < 1:
@@ -68,6 +72,8 @@ class DistilHuBERTStudent(nn.Module):
 
 
 def build_student(teacher: Teacher, cfg: DistilHuBERTConfig) -> DistilHuBERTStudent:
+    if cfg.student_init:
+        return _student_from_dir(teacher, cfg)
     t_model = teacher.encoder.model if isinstance(teacher.encoder, HFEncoder) else None
     if t_model is None:
         raise TypeError("DistilHuBERT needs a stock HF teacher (HuBERT/WavLM/wav2vec2) to copy its front end")
@@ -88,6 +94,24 @@ def build_student(teacher: Teacher, cfg: DistilHuBERTConfig) -> DistilHuBERTStud
     if cfg.freeze_cnn:
         model.feature_extractor.requires_grad_(False)
     encoder = HFEncoder(model, normalize=teacher.encoder.normalize)
+    return DistilHuBERTStudent(encoder, teacher.hidden_size, cfg.targets, cfg.cnn_grad_scale)
+
+
+def _student_from_dir(teacher: Teacher, cfg: DistilHuBERTConfig) -> DistilHuBERTStudent:
+    from speechdistill.models.load import load_encoder
+
+    encoder = load_encoder(cfg.student_init)
+    if not hasattr(getattr(encoder, "model", None), "feature_extractor"):
+        raise ValueError(
+            f"distilhubert.student_init={cfg.student_init}: a {type(encoder).__name__} cannot be a DistilHuBERT "
+            "student (use a HuBERT/WavLM/wav2vec2 or pruned encoder directory)"
+        )
+    cfg_layerdrop = getattr(encoder.config, "layerdrop", None)
+    if cfg_layerdrop:
+        encoder.config.layerdrop = 0.0
+    if cfg.freeze_cnn:
+        encoder.model.feature_extractor.requires_grad_(False)
+    encoder.train()
     return DistilHuBERTStudent(encoder, teacher.hidden_size, cfg.targets, cfg.cnn_grad_scale)
 
 

@@ -68,11 +68,11 @@ class GenDistillerMethod(DistillMethod):
 
     def student_kwargs(self) -> dict:
         c = self.cfg
-        kw = dict(
-            target_layers=list(c.targets), decoder_layers=c.decoder_layers, decoder_heads=c.decoder_heads,
-            decoder_ffn_dim=c.decoder_ffn_dim, mask=c.mask, skip=c.skip, output_projection=c.output_projection,
-            layer_embedding=c.layer_embedding, dropout=c.dropout,
-        )
+        kw = {
+            "target_layers": list(c.targets), "decoder_layers": c.decoder_layers, "decoder_heads": c.decoder_heads,
+            "decoder_ffn_dim": c.decoder_ffn_dim, "mask": c.mask, "skip": c.skip, "output_projection": c.output_projection,
+            "layer_embedding": c.layer_embedding, "dropout": c.dropout,
+        }
         if c.decoder_hidden_size:
             kw["decoder_hidden_size"] = c.decoder_hidden_size
         return kw

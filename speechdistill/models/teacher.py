@@ -105,7 +105,7 @@ class Teacher(nn.Module):
         self.encoder.requires_grad_(False)
         self.encoder.eval()
 
-    def train(self, mode: bool = True) -> Teacher:  # noqa: ARG002 - a teacher never trains
+    def train(self, mode: bool = True) -> Teacher:
         return super().train(False)
 
     @property
@@ -152,25 +152,25 @@ def tiny_config(
 ) -> PretrainedConfig:
     """A small encoder with the real CNN strides and kernels (320 samples a frame, 400 receptive field)."""
     config_cls, _ = FAMILIES[family]
-    kwargs = dict(
-        hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        intermediate_size=intermediate_size,
-        conv_dim=(conv_dim,) * 7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        feat_extract_norm=norm,
-        do_stable_layer_norm=(norm == "layer"),
-        layerdrop=0.0,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        feat_proj_dropout=0.0,
-        final_dropout=0.0,
-        mask_time_prob=0.0,
-        vocab_size=32,
-    )
+    kwargs = {
+        "hidden_size": hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+        "intermediate_size": intermediate_size,
+        "conv_dim": (conv_dim,) * 7,
+        "num_conv_pos_embeddings": 16,
+        "num_conv_pos_embedding_groups": 4,
+        "feat_extract_norm": norm,
+        "do_stable_layer_norm": (norm == "layer"),
+        "layerdrop": 0.0,
+        "hidden_dropout": 0.0,
+        "attention_dropout": 0.0,
+        "activation_dropout": 0.0,
+        "feat_proj_dropout": 0.0,
+        "final_dropout": 0.0,
+        "mask_time_prob": 0.0,
+        "vocab_size": 32,
+    }
     if family == "wavlm":
         kwargs.update(num_buckets=32, max_bucket_distance=80)
     kwargs.update(overrides)

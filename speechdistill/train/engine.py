@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from speechdistill.data.dataset import DataConfig, build_eval_loader, build_train_loader
 from speechdistill.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from speechdistill.train.optim import OptimConfig, build_optimizer, build_scheduler
-from speechdistill.train.protocol import Batch, Method
+from speechdistill.train.protocol import Method
 from speechdistill.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class _StopFlag:
         self.signal: int | None = None
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> _StopFlag:
+    def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._old[sig] = signal.signal(sig, self._handle)

@@ -51,7 +51,7 @@ def quality(args, out: Path) -> list[dict]:
     from speechdistill.asr.evaluate import evaluate_model
     from speechdistill.data.dataset import build_eval_loader
     from speechdistill.data.synth.corpus import synthesize_corpus
-    from speechdistill.prune import PruneOptions, count_encoder_macs, prune_model
+    from speechdistill.prune import PruneError, PruneOptions, count_encoder_macs, prune_model
     from speechdistill.prune.calib import load_calibration_audio, make_batches
 
     torch.set_num_threads(args.threads)
@@ -75,9 +75,14 @@ def quality(args, out: Path) -> list[dict]:
     for keep in args.keeps:
         for method in METHODS:
             t0 = time.perf_counter()
-            pruned, rep = prune_model(base_enc, make_batches(wavs, 40.0) if method != "magnitude" else None, method,
-                                      keep, options=PruneOptions(seed=0),
-                                      calib_lengths=[len(w) for w in wavs])
+            try:
+                pruned, rep = prune_model(
+                    base_enc, make_batches(wavs, 40.0) if method != "magnitude" else None, method, keep,
+                    options=PruneOptions(seed=0, prune_cnn=args.prune_cnn), calib_lengths=[len(w) for w in wavs],
+                )
+            except PruneError as e:  # e.g. below what an unpruned CNN allows: say so, keep going
+                print(f"{method} keep {keep}: unreachable ({e})", file=sys.stderr)
+                continue
             secs = time.perf_counter() - t0
             pruned.eval()
             model = CTCModel.from_pretrained("builtin:reference").eval()
@@ -166,6 +171,8 @@ def main() -> None:
     ap.add_argument("--num-calib", type=int, default=256, help="calibration utterances (dev split)")
     ap.add_argument("--test-batches", type=int, default=0, help="limit batches for the cosine (0 = all)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--prune-cnn", action="store_true",
+                    help="also prune CNN channels (needed below the MAC share of an unpruned CNN)")
     ap.add_argument("--skip-quality", action="store_true", help="skip part 1")
     ap.add_argument("--base", action="store_true", help="run part 2 (HuBERT-Base-shaped cost)")
     ap.add_argument("--base-utts", type=int, default=256, help="10 s calibration utterances for part 2")

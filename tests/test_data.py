@@ -27,6 +27,17 @@ def _wav(path, n=8000, sr=16000, channels=1, value=None):
     return str(path)
 
 
+def test_manifest_paths_relative_to_cwd_are_rebased(tmp_path, monkeypatch):
+    (tmp_path / "audio").mkdir()
+    _wav(tmp_path / "audio" / "a.wav")
+    (tmp_path / "out").mkdir()
+    monkeypatch.chdir(tmp_path)
+    write_manifest(tmp_path / "out" / "m.jsonl", [Utterance("a", "audio/a.wav", 8000, 16000)])
+    assert json.loads((tmp_path / "out" / "m.jsonl").read_text())["path"] == "../audio/a.wav"
+    assert read_manifest(tmp_path / "out" / "m.jsonl")[0].path == str(tmp_path / "out" / ".." / "audio" / "a.wav")
+    assert len(load_audio(read_manifest(tmp_path / "out" / "m.jsonl")[0].path)) == 8000
+
+
 def test_manifest_round_trip_relative_paths(tmp_path):
     (tmp_path / "audio").mkdir()
     p = _wav(tmp_path / "audio" / "a.wav")

@@ -106,8 +106,10 @@ def read_manifest(path: str | Path, on_bad_line: str = "error") -> list[Utteranc
 
 def utterance_to_dict(utt: Utterance, base_dir: Path | None) -> dict:
     d = asdict(utt)
-    p = Path(utt.path)
-    if base_dir is not None and p.is_absolute():
+    # In memory a relative path is relative to the working directory; on disk, to the manifest.
+    p = Path(utt.path).resolve()
+    d["path"] = str(p)
+    if base_dir is not None:
         try:
             d["path"] = os.path.relpath(p, base_dir)
         except ValueError:  # another drive on Windows

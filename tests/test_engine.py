@@ -143,3 +143,23 @@ def test_pruned_teacher_distills_as_student(tone_corpus, tmp_path):
     assert type(student).__name__ == "PrunedEncoderModel"
     assert student.config.num_heads == pruned.config.num_heads
     assert student.encode(torch.randn(1, 4000)).hidden_states[-1].isfinite().all()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_bad_audio_in_training_names_the_file_or_is_skipped(tone_corpus, tmp_path, workers):
+    import soundfile as sf
+
+    from speechdistill.data.errors import BadAudioError
+    from speechdistill.data.manifest import Utterance, read_manifest, write_manifest
+
+    bad = tmp_path / "tiny.wav"
+    sf.write(str(bad), torch.zeros(120).numpy(), 16000)
+    utts = read_manifest(tone_corpus["train"]) + [Utterance("bad", str(bad), 120, 16000, "AB")]
+    manifest = tmp_path / "train.jsonl"
+    write_manifest(manifest, utts)
+    extra = ["train.steps=12", f"data.num_workers={workers}", f"data.train_manifest={manifest}"]
+    with pytest.raises(BadAudioError, match="tiny.wav: too short"):
+        run_distill(_cfg(tone_corpus, tmp_path / "err", "distilhubert", extra))
+    run_distill(_cfg(tone_corpus, tmp_path / "skip", "distilhubert", [*extra, "data.on_bad_audio=skip"]))
+    summary = json.loads((tmp_path / "skip" / "train_summary.json").read_text())
+    assert summary["skipped_utterances"] >= 1

@@ -117,15 +117,22 @@ class AudioDataset(Dataset):
         try:
             wav = load_audio(u.path, expected_sr=u.sample_rate)
         except BadAudioError as e:
-            if self.on_bad_audio == "error":
-                raise
-            log.warning("skipping %s: %s", e.path, e.problem)
+            # Returned, not raised: an exception in a worker process reaches the caller as torch's generic
+            # RuntimeError; the main process raises the clean error (``raise_if_bad``).
+            if self.on_bad_audio != "error":
+                log.warning("skipping %s: %s", e.path, e.problem)
             return (u, None, e.problem)
         if self.crop_samples and wav.shape[0] > self.crop_samples:
             rng = random.Random(hash((self.seed, self.epoch, i)) & 0xFFFFFFFF)
             start = rng.randrange(0, wav.shape[0] - self.crop_samples + 1)
             wav = wav[start : start + self.crop_samples]
         return (u, wav, None)
+
+
+def raise_if_bad(batch: Batch, on_bad_audio: str) -> None:
+    """Under on_bad_audio=error, the first bad file of a batch stops the run with its name and reason."""
+    if batch.skipped and on_bad_audio == "error":
+        raise BadAudioError(*batch.skipped[0])
 
 
 def collate(items) -> Batch:
@@ -280,6 +287,7 @@ class EvalLoader:
             self.dataset, batch_sampler=self.batches, collate_fn=collate, num_workers=self.num_workers
         )
         for batch in loader:
+            raise_if_bad(batch, self.dataset.on_bad_audio)
             if batch.skipped:
                 self.skipped.extend(batch.skipped)
             if len(batch):

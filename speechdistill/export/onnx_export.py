@@ -32,6 +32,7 @@ Layer-norm CNNs are batched as in PyTorch.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -336,12 +337,24 @@ def wants_normalization(encoder: nn.Module) -> bool:
     return False
 
 
+def _distill_info(path: Path) -> dict:
+    """The distillation record a student directory carries (teacher, recipe), if any."""
+    for cand in (path / "distill_info.json", path / "encoder" / "distill_info.json"):
+        if cand.is_file():
+            try:
+                return json.loads(cand.read_text())
+            except (OSError, ValueError):
+                return {}
+    return {}
+
+
 def export_metadata(
     source: ExportSource, layers: list[int] | None, opset: int, precision: str
 ) -> dict[str, str]:
     """``metadata_props`` of the ONNX file (and ``export_info.json`` of safetensors exports)."""
     enc = source.encoder
     cfg = encoder_config(enc)
+    info = _distill_info(source.path)
     num_layers = int(getattr(enc, "num_output_layers", 0) or 0)
     if source.kind == "ctc":
         outputs = "log_probs,frame_lengths"
@@ -363,8 +376,10 @@ def export_metadata(
         "hidden_size": str(getattr(enc, "hidden_size", "")),
         "num_layers": str(num_layers),
         "source": str(source.path.resolve()),
-        "teacher": _config_value(cfg, "teacher", "teacher_name", "teacher_source", "teacher_model"),
-        "recipe": _config_value(cfg, "recipe", "recipe_name", "speechdistill_recipe"),
+        "teacher": _config_value(cfg, "teacher", "teacher_name", "teacher_source", "teacher_model")
+        or str(info.get("teacher") or (info.get("recipe") or {}).get("teacher", "")),
+        "recipe": _config_value(cfg, "recipe", "recipe_name", "speechdistill_recipe")
+        or (json.dumps(info["recipe"], sort_keys=True) if info.get("recipe") else ""),
         "speechdistill_version": speechdistill.__version__,
         "opset": str(opset),
         "precision": precision,

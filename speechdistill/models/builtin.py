@@ -31,4 +31,6 @@ def resolve_teacher(spec: str, seed: int = 0) -> Teacher:
         name = spec.split(":", 1)[1]
         family, _, norm = name.partition("-")
         return tiny_teacher(family, norm or "group", seed=seed)
-    return load_teacher(resolve_model_path(spec))
+    teacher = load_teacher(resolve_model_path(spec))
+    teacher.source = spec  # what the user named (builtin:..., a hub id), not the resolved path
+    return teacher

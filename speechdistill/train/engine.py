@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
-from speechdistill.data.dataset import DataConfig, build_eval_loader, build_train_loader
+from speechdistill.data.dataset import DataConfig, build_eval_loader, build_train_loader, raise_if_bad
 from speechdistill.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from speechdistill.train.optim import OptimConfig, build_optimizer, build_scheduler
 from speechdistill.train.protocol import Method
@@ -250,6 +250,7 @@ def train(
         while step < train_cfg.steps and not interrupted:
             sampler.set_epoch(epoch, batch_in_epoch)
             for batch in loader:
+                raise_if_bad(batch, data_cfg.on_bad_audio)
                 batch_in_epoch += 1
                 if batch.skipped:
                     skipped_total += len(batch.skipped)

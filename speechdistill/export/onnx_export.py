@@ -585,12 +585,16 @@ def _quiet_root_logger() -> Iterator[None]:
         root.removeFilter(f)
 
 
-def _remove_exports(out_dir: Path, names: Sequence[str]) -> None:
+def remove_stale_exports(out_dir: Path, names: Sequence[str]) -> None:
+    """Delete earlier export files/folders that would not match the parity report written now."""
     for name in names:
         p = out_dir / name
         if p.exists():
             log.warning("removing %s: it does not match the parity report written now", p)
-            p.unlink()
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
 
 
 def export_onnx(
@@ -629,7 +633,7 @@ def export_onnx(
         reports["fp32"] = fp32_report("onnx-fp32", refs, fp32_run, inputs, time_axis, options.parity)
         if not reports["fp32"].passed:
             write_parity_json(out_dir, meta, reports, _options_dict(options))
-            _remove_exports(out_dir, (FP32_NAME, INT8_NAME))
+            remove_stale_exports(out_dir, (FP32_NAME, INT8_NAME))
             raise ParityError(f"refusing to write {out_dir / FP32_NAME}: {reports['fp32'].message}")
 
         files = [out_dir / FP32_NAME]
@@ -654,7 +658,7 @@ def export_onnx(
             reports["int8"] = int8_report(refs, int8_run, fp32_run, inputs, time_axis, options.parity, vocab)
             if not reports["int8"].passed:
                 write_parity_json(out_dir, meta, reports, _options_dict(options))
-                _remove_exports(out_dir, (INT8_NAME,))
+                remove_stale_exports(out_dir, (INT8_NAME,))
                 raise ParityError(
                     f"refusing to write {out_dir / INT8_NAME}: {reports['int8'].message} "
                     f"(the fp32 model {files[0]} passed and was kept)"
@@ -662,7 +666,7 @@ def export_onnx(
             shutil.move(str(int8_tmp), out_dir / INT8_NAME)
             files.append(out_dir / INT8_NAME)
         else:
-            _remove_exports(out_dir, (INT8_NAME,))  # a stale int8 file would not match this fp32 model
+            remove_stale_exports(out_dir, (INT8_NAME,))  # a stale int8 file would not match this fp32 model
         files.append(write_parity_json(out_dir, meta, reports, _options_dict(options)))
         return ExportResult(out_dir, files, meta, reports)
     finally:

@@ -33,6 +33,7 @@ from speechdistill.export.onnx_export import (
     export_metadata,
     load_export_source,
     reference_runner,
+    remove_stale_exports,
 )
 from speechdistill.export.parity import (
     ParityError,
@@ -127,17 +128,6 @@ def _move_contents(src: Path, dst: Path) -> list[Path]:
     return moved
 
 
-def _remove_stale(out_dir: Path, names: tuple[str, ...]) -> None:
-    for name in names:
-        p = out_dir / name
-        if p.is_dir():
-            log.warning("removing %s: it does not match the parity report written now", p)
-            shutil.rmtree(p)
-        elif p.exists():
-            log.warning("removing %s: it does not match the parity report written now", p)
-            p.unlink()
-
-
 def export_safetensors(
     model: str | Path, out_dir: str | Path, options: SafetensorsExportOptions | None = None
 ) -> ExportResult:
@@ -186,7 +176,7 @@ def export_safetensors(
         opts = parity_options_dict(options.parity)
         if not report.passed:
             write_parity_json(out_dir, meta, {"safetensors": report}, opts)
-            _remove_stale(out_dir, stale + (INFO_FILE,))
+            remove_stale_exports(out_dir, stale + (INFO_FILE,))
             raise ParityError(
                 f"refusing to write {out_dir}: the re-loaded export differs from the source: {report.message}"
             )

@@ -55,11 +55,12 @@ def main() -> None:
     ap.add_argument("--skip-synthetic", action="store_true", help="reuse OUT's distilled students; only run --fsdd")
     args = ap.parse_args()
 
-    from speechdistill.demo import DemoConfig, _finetune, run_demo
-    from speechdistill.models.builtin import resolve_model_path
     from speechdistill.utils.logging import setup_logging
 
-    setup_logging("INFO")
+    setup_logging("INFO")  # before transformers is imported: it reads its progress-bar switch then
+    from speechdistill.demo import DemoConfig, _finetune, run_demo
+    from speechdistill.models.builtin import resolve_model_path
+
     log = logging.getLogger("bench.quality")
     out = Path(args.out)
     cfg = DemoConfig(out=str(out), hours=args.hours, seed=args.seed, teacher=args.teacher,

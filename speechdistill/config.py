@@ -105,7 +105,12 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if callable(validate):
-        validate()
+        try:
+            validate()
+        except ConfigError:
+            raise
+        except ValueError as e:  # configs' validate() raise ValueError; callers catch ConfigError
+            raise ConfigError(str(e)) from None
     return obj
 
 

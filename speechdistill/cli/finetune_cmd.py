@@ -120,15 +120,10 @@ def args_to_dict(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from speechdistill.config import ConfigError, to_dict
+    from speechdistill.config import to_dict
     from speechdistill.methods.ctc import finetune_config_from_dict, run_finetune
 
-    try:
-        cfg = finetune_config_from_dict(args_to_dict(args))
-    except ValueError as e:  # dataclass validate() methods raise ValueError
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(str(e)) from None
+    cfg = finetune_config_from_dict(args_to_dict(args))
     if args.print_config:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return 0

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from speechdistill import SAMPLE_RATE
+
 STUDENTS = ["distilhubert", "gendistiller"]
 
 
@@ -28,12 +30,13 @@ def run_one(args) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from speechdistill.data.batch import Batch
     from speechdistill.methods.distilhubert import DistilHuBERTConfig, DistilHuBERTMethod
     from speechdistill.methods.gendistiller import GenDistillerMethod, GenDistillerMethodConfig
     from speechdistill.models.encoder import HFEncoder
-    from speechdistill.models.teacher import Teacher, base_config, build_encoder
+    from speechdistill.models.factory import base_config, build_encoder
+    from speechdistill.models.teacher import Teacher
     from speechdistill.report.stats import count_parameters
-    from speechdistill.train.protocol import Batch
 
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -45,7 +48,7 @@ def run_one(args) -> dict:
     method.setup(dev)
     model = method.build_model().to(dev).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    n = int(args.seconds * 16000)
+    n = int(args.seconds * SAMPLE_RATE)
     batch = Batch(torch.randn(args.batch, n, device=dev) * 0.1, torch.full((args.batch,), n, device=dev), [], [])
     use_bf16 = dev.type == "cuda"
 

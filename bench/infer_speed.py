@@ -41,11 +41,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from speechdistill import SAMPLE_RATE
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "out"
 ALL_MODELS = ("teacher", "distilhubert", "gendistiller")
 ALL_BACKENDS = ("torch-fp32", "onnx-fp32", "onnx-int8")
-SAMPLE_RATE = 16_000
 
 
 @dataclass
@@ -144,7 +145,7 @@ def build_models(
     from speechdistill.export.onnx_export import INT8_NAME, OnnxExportOptions, export_onnx
     from speechdistill.export.parity import ParityOptions
     from speechdistill.models.encoder import HFEncoder
-    from speechdistill.models.teacher import base_config, build_encoder
+    from speechdistill.models.factory import base_config, build_encoder
 
     logging.getLogger("speechdistill").setLevel(logging.WARNING)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from speechdistill import SAMPLE_RATE
+
 METHODS = ["stat", "stat-nocorrect", "magnitude"]
 
 
@@ -133,18 +135,18 @@ def base_cost(args, out: Path) -> dict:
         calib.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(0)
         utts = []
-        t = np.arange(160000) / 16000
+        t = np.arange(10 * SAMPLE_RATE) / SAMPLE_RATE
         for i in range(args.base_utts):
             f = rng.uniform(100, 400, size=3)
             wav = sum(np.sin(2 * np.pi * fi * t * (1 + 0.1 * np.sin(t * (j + 1)))) for j, fi in enumerate(f))
             wav = (0.2 * wav / 3 + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
             p = calib / f"u{i:04d}.wav"
             write_audio(str(p), wav)
-            utts.append(Utterance(f"u{i:04d}", str(p), len(wav), 16000))
+            utts.append(Utterance(f"u{i:04d}", str(p), len(wav), SAMPLE_RATE))
         write_manifest(manifest, utts)
     if not (model_dir / "config.json").is_file():
         from speechdistill.models.encoder import HFEncoder
-        from speechdistill.models.teacher import base_config, build_encoder
+        from speechdistill.models.factory import base_config, build_encoder
 
         HFEncoder(build_encoder(base_config("hubert"), seed=0)).save_pretrained(model_dir)
     cmd = [sys.executable, "-m", "speechdistill", "prune", "--method", "stat", "--model", str(model_dir),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 DIGITS = ["ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE"]
@@ -58,8 +59,8 @@ def main() -> None:
     from speechdistill.utils.logging import setup_logging
 
     setup_logging("INFO")  # before transformers is imported: it reads its progress-bar switch then
-    from speechdistill.demo import DemoConfig, _finetune, run_demo
     from speechdistill.models.builtin import resolve_model_path
+    from speechdistill.run.demo import DemoConfig, _finetune, run_demo
 
     log = logging.getLogger("bench.quality")
     out = Path(args.out)
@@ -78,7 +79,7 @@ def main() -> None:
 
     manifests = fsdd_manifests(Path(args.fsdd), out / "fsdd", args.fsdd_test_speakers.split(","),
                                args.fsdd_dev_speakers.split(","))
-    fcfg = DemoConfig(**{**cfg.__dict__, "ctc_steps": args.fsdd_ctc_steps})
+    fcfg = replace(cfg, ctc_steps=args.fsdd_ctc_steps)
     encoders = {"teacher": resolve_model_path(args.teacher), "gendistiller": str(out / "gendistiller" / "model"),
                 "distilhubert": str(out / "distilhubert" / "model")}
     rows = []

@@ -88,8 +88,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported config type {_type_name(tp)}")
 
 
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "", validate: bool = True) -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError.
+
+    ``validate=False`` skips the top-level ``validate()`` (required fields a recipe leaves to the user);
+    nested sections are always validated."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
@@ -101,12 +104,23 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
         )
     kwargs = {}
     for name, value in data.items():
-        kwargs[name] = _coerce(value, hints[name], f"{where}.{name}" if where else name)
+        tp = hints[name]
+        default_factory = fields[name].default_factory
+        if isinstance(value, dict) and dataclasses.is_dataclass(tp) and default_factory is not dataclasses.MISSING:
+            # A partial section keeps this parent's defaults for it (e.g. a recipe's ``optim: {lr: ...}``
+            # under a config whose optim default differs from OptimConfig's own defaults).
+            value = deep_merge(to_dict(default_factory()), value)
+        kwargs[name] = _coerce(value, tp, f"{where}.{name}" if where else name)
     obj = cls(**kwargs)
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
+    return validated(obj) if validate else obj
+
+
+def validated(obj: T) -> T:
+    """Run ``obj.validate()`` (if any), raising ConfigError; e.g. after ``dataclasses.replace``."""
+    check = getattr(obj, "validate", None)
+    if callable(check):
         try:
-            validate()
+            check()
         except ConfigError:
             raise
         except ValueError as e:  # configs' validate() raise ValueError; callers catch ConfigError
@@ -134,7 +148,10 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
         key = key.strip()
         if not key:
             raise ConfigError(f"override {item!r} has an empty key")
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: cannot parse the value as YAML ({str(e).splitlines()[0]})") from None
         node = out
         parts = key.split(".")
         for p in parts[:-1]:
@@ -143,6 +160,31 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
                 raise ConfigError(f"override {item!r} conflicts with another override")
         node[parts[-1]] = value
     return out
+
+
+def split_top_level(spec: str) -> list[str]:
+    """Split on commas outside brackets so ``conv_dim=[256,256]`` stays one item."""
+    items, cur, depth = [], [], 0
+    for ch in spec:
+        if ch in "[({":
+            depth += 1
+        elif ch in "])}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            items.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    items.append("".join(cur))
+    return [s.strip() for s in items if s.strip()]
+
+
+def parse_inline_mapping(spec: str, what: str = "mapping") -> dict[str, Any]:
+    """``"a=1,b=[2,3]"`` -> ``{"a": 1, "b": [2, 3]}`` (the ``key=value`` override syntax, comma-joined)."""
+    try:
+        return parse_overrides(split_top_level(spec))
+    except ConfigError as e:
+        raise ConfigError(f"{what}: {e}") from None
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -156,37 +198,54 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Shipped recipes
+# Shipped recipes: speechdistill/recipes/<command>/<name>.yaml
 
 RECIPE_PACKAGE = "speechdistill.recipes"
 
 
-def list_recipes() -> list[str]:
-    return sorted(
-        p.name[: -len(".yaml")]
-        for p in resources.files(RECIPE_PACKAGE).iterdir()
-        if p.name.endswith(".yaml")
-    )
+def list_recipes(command: str | None = None) -> list[tuple[str, str]]:
+    """(command, name) of every shipped recipe, or of one command's."""
+    root = resources.files(RECIPE_PACKAGE)
+    out = []
+    for folder in sorted(root.iterdir(), key=lambda p: p.name):
+        if not folder.is_dir() or folder.name.startswith(("_", ".")) or (command and folder.name != command):
+            continue
+        out.extend((folder.name, p.name[: -len(".yaml")]) for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return sorted(out)
 
 
-def recipe_text(name_or_path: str) -> tuple[str, str]:
-    """Return (source description, YAML text) for a shipped recipe name or a path to a YAML file."""
+def _shipped(command: str, name: str):
+    return resources.files(RECIPE_PACKAGE) / command / f"{name}.yaml"
+
+
+def recipe_text(name_or_path: str, command: str | None = None) -> tuple[str, str]:
+    """(source description, YAML text) for a shipped recipe of ``command`` (``NAME`` or
+    ``COMMAND/NAME``), or a path to a YAML file."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"recipe file {path} does not exist")
-        return str(path), path.read_text(encoding="utf-8")
-    res = resources.files(RECIPE_PACKAGE) / f"{name_or_path}.yaml"
-    if not res.is_file():
-        raise ConfigError(
-            f"no recipe named {name_or_path!r}; shipped recipes: {', '.join(list_recipes())} "
-            "(or pass a path to a .yaml file)"
-        )
-    return f"recipe {name_or_path}", res.read_text(encoding="utf-8")
+        try:
+            return str(path), path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"recipe file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if "/" in name_or_path:
+        command, name_or_path = name_or_path.split("/", 1)
+    candidates = [command] if command else [c for c, n in list_recipes() if n == name_or_path]
+    for c in candidates:
+        res = _shipped(c, name_or_path)
+        if res.is_file():
+            return f"recipe {c}/{name_or_path}", res.read_text(encoding="utf-8")
+    names = ", ".join(n for _, n in list_recipes(command)) if command else \
+        ", ".join(f"{c}/{n}" for c, n in list_recipes())
+    raise ConfigError(
+        f"no {command + ' ' if command else ''}recipe named {name_or_path!r}; shipped: {names or 'none'} "
+        "(or pass a path to a .yaml file)"
+    )
 
 
-def load_yaml_dict(name_or_path: str) -> dict[str, Any]:
-    src, text = recipe_text(name_or_path)
+def load_yaml_dict(name_or_path: str, command: str | None = None) -> dict[str, Any]:
+    src, text = recipe_text(name_or_path, command)
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
@@ -196,7 +255,31 @@ def load_yaml_dict(name_or_path: str) -> dict[str, Any]:
     return data
 
 
-def load_config(cls: type[T], name_or_path: str | None, overrides: Iterable[str] = ()) -> T:
-    data = load_yaml_dict(name_or_path) if name_or_path else {}
+def load_config(
+    cls: type[T], name_or_path: str | None, overrides: Iterable[str] = (), command: str | None = None,
+    flags: dict[str, Any] | None = None, validate: bool = True,
+) -> T:
+    """Recipe (shipped name of ``command`` or a YAML path; None = the dataclass defaults), then
+    ``flags`` (a nested dict from command-line options), then ``key=value`` overrides.
+
+    ``validate=False``: a base to complete with ``dataclasses.replace`` (then call ``validated``)."""
+    data = load_yaml_dict(name_or_path, command) if name_or_path else {}
+    data = deep_merge(data, flags or {})
     data = deep_merge(data, parse_overrides(overrides))
-    return from_dict(cls, data)
+    return from_dict(cls, data, validate=validate)
+
+
+def get_path(obj: Any, dotted: str) -> Any:
+    """``get_path(cfg, "optim.lr")`` on a config dataclass."""
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
+    """``set_path(d, "optim.lr", 1e-4)`` on a nested dict."""
+    node = d
+    *parents, last = dotted.split(".")
+    for k in parents:
+        node = node.setdefault(k, {})
+    node[last] = value

@@ -20,8 +20,8 @@ from speechdistill.asr.ctc_model import (
 from speechdistill.asr.decode import collapse_ctc, greedy_decode, greedy_ids
 from speechdistill.asr.metrics import error_rates, normalize_text
 from speechdistill.asr.vocab import BLANK, UNK, WORD_DELIMITER, CharVocab, VocabError
-from speechdistill.models.teacher import tiny_encoder
-from speechdistill.train.protocol import Batch
+from speechdistill.data.batch import Batch
+from speechdistill.models.factory import tiny_encoder
 
 # ---------------------------------------------------------------------------------------------
 # vocabulary
@@ -246,7 +246,7 @@ def test_finetune_cli_overfits_and_evaluate_reports(tmp_path):
     for key in ("wer", "cer", "num_utterances", "audio_hours", "params", "rtf", "threads", "skipped"):
         assert key in report
     assert report["cer"] < 0.1, report
-    # Word boundaries survive decoding (REFERENCE §8: a dropped "|" glues words and wrecks WER).
+    # Word boundaries survive decoding (a dropped "|" glues words and wrecks WER).
     assert report["wer"] < 0.3, report
     assert report["num_utterances"] == 4 and report["skipped"] == 1 and report["threads"] == 1
     assert report["params"]["encoder"] < report["params"]["total"] and report["rtf"] > 0
@@ -265,8 +265,11 @@ def test_finetune_cli_overfits_and_evaluate_reports(tmp_path):
 
 
 def test_finetune_config_defaults_and_crop_refused():
-    from speechdistill.config import ConfigError
-    from speechdistill.methods.ctc import finetune_config_from_dict
+    from speechdistill.config import ConfigError, from_dict
+    from speechdistill.run.finetune import FinetuneConfig
+
+    def finetune_config_from_dict(d):
+        return from_dict(FinetuneConfig, d)
 
     base = {"ctc": {"upstream": "random:hubert"}, "data": {"train_manifest": "train.jsonl"}}
     cfg = finetune_config_from_dict({**base, "optim": {"schedule": "cosine"}})

@@ -1,11 +1,13 @@
 import json
+from dataclasses import replace
 
-from speechdistill.demo import DemoConfig, run_demo
+from speechdistill.config import load_config
+from speechdistill.run.demo import DemoConfig, run_demo
 
 
 def test_demo_quick_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    summary = run_demo(DemoConfig.quick_mode(str(out)))
+    summary = run_demo(replace(load_config(DemoConfig, "quick", command="demo"), out=str(out)))
     report = json.loads((out / "report.json").read_text())
     models = [r["model"] for r in report["rows"]]
     assert {"teacher", "gendistiller", "distilhubert"} <= set(models)

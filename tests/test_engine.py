@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from speechdistill.config import load_config
-from speechdistill.distill import DistillConfig, run_distill
+from speechdistill.run.distill import DistillConfig, run_distill
 from speechdistill.train.optim import OptimConfig, lr_factor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,8 +124,8 @@ def test_lr_schedule_warmup_and_decay():
 
 def test_pruned_teacher_distills_as_student(tone_corpus, tmp_path):
     """STAT-pruned model as the starting student (prune, then recover by distillation)."""
+    from speechdistill.models.factory import tiny_encoder
     from speechdistill.models.load import load_encoder
-    from speechdistill.models.teacher import tiny_encoder
     from speechdistill.prune import prune_model
 
     enc = tiny_encoder("hubert", "group", num_layers=4, hidden_size=32, intermediate_size=64)

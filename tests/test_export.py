@@ -15,19 +15,14 @@ import torch
 from torch import nn
 
 from speechdistill.cli.main import main
-from speechdistill.export.onnx_export import (
-    FP32_NAME,
-    INT8_NAME,
-    OnnxExportOptions,
-    export_onnx,
-    load_onnx_session,
-    masked_group_norm,
-    parse_outputs,
-    read_onnx_metadata,
-)
+from speechdistill.export.onnx_export import FP32_NAME, INT8_NAME, OnnxExportOptions, export_onnx
+from speechdistill.export.onnx_graph import parse_outputs
+from speechdistill.export.onnx_io import load_onnx_session, read_onnx_metadata
 from speechdistill.export.parity import ParityError, ParityOptions
 from speechdistill.export.safetensors_export import export_safetensors
-from speechdistill.models.teacher import ModelLoadError, tiny_encoder
+from speechdistill.models.encoder import masked_group_norm
+from speechdistill.models.errors import ModelLoadError
+from speechdistill.models.factory import tiny_encoder
 
 FAST = ParityOptions(lengths_s=(0.7, 1.3), threads=1)  # both differ from the 1 s trace length
 META_KEYS = (
@@ -227,8 +222,8 @@ def test_gendistiller_export_unseen_lengths(tmp_path):
 
 def test_pruned_wavlm_export_unseen_lengths(tmp_path):
     """Any project encoder built on hf_encode exports the same way (WavLM's shared position bias too)."""
+    from speechdistill.models.factory import tiny_config
     from speechdistill.models.pruned import PrunedEncoderModel, pruned_config_from
-    from speechdistill.models.teacher import tiny_config
 
     cfg = pruned_config_from(
         tiny_config("wavlm", "layer", num_layers=2),

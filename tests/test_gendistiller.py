@@ -11,6 +11,7 @@ from torch import nn
 from transformers import HubertModel
 
 from speechdistill.models.attention2d import MASK_KINDS, axial_attention, grid_mask
+from speechdistill.models.factory import base_config, tiny_encoder
 from speechdistill.models.frames import frame_mask
 from speechdistill.models.gendistiller import (
     GenDistillerConfig,
@@ -19,7 +20,6 @@ from speechdistill.models.gendistiller import (
     frontend_config_dict,
 )
 from speechdistill.models.load import load_encoder
-from speechdistill.models.teacher import base_config, tiny_encoder
 
 TARGETS = [1, 2, 4]  # 3 generation steps on a 4-layer tiny teacher
 CHANGED = 1e-6  # outputs that must react to a perturbation move by far more than this

@@ -2,16 +2,11 @@ import pytest
 import torch
 
 from speechdistill.models.encoder import hf_encode
+from speechdistill.models.errors import ModelLoadError
+from speechdistill.models.factory import build_encoder, tiny_config, tiny_teacher
 from speechdistill.models.frames import conv_output_lengths, receptive_field
-from speechdistill.models.load import load_encoder
-from speechdistill.models.teacher import (
-    ModelLoadError,
-    Teacher,
-    build_encoder,
-    load_teacher,
-    tiny_config,
-    tiny_teacher,
-)
+from speechdistill.models.load import load_encoder, load_teacher
+from speechdistill.models.teacher import Teacher
 
 
 def test_frame_lengths_match_hf():

@@ -14,10 +14,10 @@ import soundfile as sf
 
 pytest.importorskip("espeakng_loader")
 
+from speechdistill.cli import synth_cmd as synth_cli
 from speechdistill.data.audio import load_audio
 from speechdistill.data.errors import BadInputError
 from speechdistill.data.manifest import read_manifest
-from speechdistill.data.synth import cli as synth_cli
 from speechdistill.data.synth.corpus import SPLITS, synthesize_corpus
 from speechdistill.data.synth.espeak import EspeakSynth, EspeakUnavailableError, find_espeak
 from speechdistill.data.synth.text import (

@@ -1,6 +1,6 @@
 """``CTCModel``: any project encoder + SUPERB-style weighted layer sum + a CTC head.
 
-SUPERB ASR (REFERENCE §1): the upstream is frozen, a learnable softmax-weighted sum of all its
+SUPERB ASR (Yang et al., Interspeech 2021): the upstream is frozen, a learnable softmax-weighted sum of all its
 hidden states feeds a 2-layer BiLSTM (1024) and a linear layer to characters, trained with CTC.
 Here the head width is configurable (the default is smaller so it trains on a CPU), a linear head
 is available for quick probes, and the encoder can be unfrozen for full fine-tuning.
@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,9 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechdistill.asr.vocab import CharVocab
-from speechdistill.config import ConfigError, from_dict
-from speechdistill.models.teacher import ModelLoadError
-from speechdistill.utils.io import atomic_save_safetensors, atomic_write_json, load_safetensors
+from speechdistill.config import ConfigError, from_dict, parse_inline_mapping
+from speechdistill.models.errors import ModelLoadError
+from speechdistill.models.load import is_random_spec
+from speechdistill.utils.io import atomic_dir, atomic_save_safetensors, atomic_write_json, load_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +38,6 @@ HEAD_FILE = "ctc_head.safetensors"
 ENCODER_DIR = "encoder"
 FORMAT = "speechdistill-ctc"
 FORMAT_VERSION = 1
-RANDOM_PREFIX = "random:"
 
 
 @dataclass
@@ -84,9 +81,8 @@ class CTCHeadConfig:
 
 
 def parse_upstream_config(spec: str | dict[str, Any] | None) -> dict[str, Any]:
-    """``key=value,key=value`` (values parsed as YAML), a JSON file path, or a dict."""
-    import yaml
-
+    """HF config keys for a ``random:FAMILY`` upstream: ``key=value,key=value`` (values parsed as YAML),
+    a JSON file path, or a dict."""
     if spec is None or spec == "":
         return {}
     if isinstance(spec, dict):
@@ -102,90 +98,18 @@ def parse_upstream_config(spec: str | dict[str, Any] | None) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a JSON object of config keys")
         return data
-    out: dict[str, Any] = {}
-    for item in _split_top_level(spec):
-        if "=" not in item:
-            raise ConfigError(f"upstream config item {item!r} is not key=value (e.g. num_hidden_layers=6)")
-        key, raw = item.split("=", 1)
-        try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as e:
-            raise ConfigError(f"upstream config item {item!r}: cannot parse value ({e})") from None
-    return out
-
-
-def _split_top_level(spec: str) -> list[str]:
-    """Split on commas outside brackets so ``conv_dim=[256,256]`` stays one item."""
-    items, depth, cur = [], 0, []
-    for ch in spec:
-        if ch in "[(":
-            depth += 1
-        elif ch in "])":
-            depth -= 1
-        if ch == "," and depth == 0:
-            items.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    items.append("".join(cur))
-    return [s.strip() for s in items if s.strip()]
-
-
-def random_encoder(family: str, overrides: dict[str, Any] | None = None, seed: int = 0) -> nn.Module:
-    """A randomly initialised HuBERT/WavLM/wav2vec2 encoder (training a reference model from scratch).
-
-    ``overrides`` are HF config keys; the special key ``preset`` picks the starting shape:
-    ``base`` (default, 95M), ``large`` or ``tiny`` (tests).
-    """
-    from speechdistill.models.encoder import HFEncoder
-    from speechdistill.models.teacher import FAMILIES, base_config, build_encoder, tiny_config
-
-    if family not in FAMILIES:
-        raise ConfigError(f"random upstream family {family!r} is not one of {', '.join(FAMILIES)}")
-    overrides = dict(overrides or {})
-    preset = overrides.pop("preset", "base")
-    if preset == "base":
-        cfg = base_config(family)
-    elif preset == "large":
-        cfg = base_config(family, large=True)
-    elif preset == "tiny":
-        cfg = tiny_config(family)
-    else:
-        raise ConfigError(f"random upstream preset {preset!r} is not one of base, large, tiny")
-    data = cfg.to_dict()
-    unknown = sorted(set(overrides) - set(data))
-    if unknown:
-        raise ConfigError(f"unknown {family} config key(s) {', '.join(unknown)} in the upstream config")
-    # Derived from conv_dim by the config itself; a stale copy fails validation.
-    data.pop("num_feat_extract_layers", None)
-    data.update(overrides)
-    # Layer drop would skip layers, and with them hidden states the weighted sum expects.
-    data["layerdrop"] = 0.0
-    try:
-        cfg = type(cfg)(**data)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"invalid random {family} config: {e}") from None
-    return HFEncoder(build_encoder(cfg, seed), normalize=(cfg.feat_extract_norm == "layer"))
+    return parse_inline_mapping(spec, what="upstream config")
 
 
 def build_upstream(upstream: str, upstream_config: str | dict[str, Any] | None = None, seed: int = 0) -> nn.Module:
-    """An encoder from a directory / hub id (``load_encoder``) or ``random:FAMILY`` + config."""
-    if upstream.startswith(RANDOM_PREFIX):
-        return random_encoder(upstream[len(RANDOM_PREFIX) :], parse_upstream_config(upstream_config), seed)
-    if upstream_config:
+    """An encoder from any spec ``load_encoder`` reads (``random:FAMILY`` takes ``upstream_config``)."""
+    from speechdistill.models.load import is_random_spec, load_encoder
+    from speechdistill.models.teacher import disable_layerdrop
+
+    if upstream_config and not is_random_spec(upstream):
         raise ConfigError("--upstream-config only applies to random:FAMILY upstreams")
-    from speechdistill.models.load import load_encoder
-
-    encoder = load_encoder(upstream)
-    # Layer drop skips layers, and with them hidden states the weighted sum expects.
-    cfg = getattr(encoder, "config", None)
-    if cfg is not None and getattr(cfg, "layerdrop", 0.0):
-        cfg.layerdrop = 0.0
-    return encoder
-
-
-def is_random_upstream(upstream: str) -> bool:
-    return upstream.startswith(RANDOM_PREFIX)
+    overrides = parse_upstream_config(upstream_config) if is_random_spec(upstream) else None
+    return disable_layerdrop(load_encoder(upstream, seed=seed, config_overrides=overrides))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,8 +119,8 @@ def is_random_upstream(upstream: str) -> bool:
 def spec_augment(feats: torch.Tensor, frame_lengths: torch.Tensor, cfg: CTCHeadConfig) -> torch.Tensor:
     """Zero random time spans and feature bands per utterance.
 
-    Widths are capped by each utterance's length (REFERENCE §8: very short clips crash naive time
-    masking), so a 3-frame utterance simply gets no time mask.
+    Widths are capped by each utterance's length (very short clips crash naive time
+    masking, a common SpecAugment bug), so a 3-frame utterance simply gets no time mask.
     """
     B, T, D = feats.shape
     keep = torch.ones(B, T, D, dtype=feats.dtype, device=feats.device)
@@ -337,7 +261,7 @@ class CTCModel(nn.Module):
             y, _ = self.lstm(packed)
             x, _ = nn.utils.rnn.pad_packed_sequence(y, batch_first=True, total_length=T)
             x = self.dropout(x)
-        # CTC needs fp32 log-probs even under bf16 autocast (REFERENCE §8).
+        # CTC needs fp32 log-probs even under bf16 autocast: in half precision it overflows to NaN.
         logits = self.output(x).float()
         return logits.log_softmax(dim=-1), frame_lengths
 
@@ -357,24 +281,9 @@ class CTCModel(nn.Module):
     # -- files ----------------------------------------------------------------------------------
 
     def save_pretrained(self, out_dir: str | Path) -> None:
-        """Write the directory atomically: build it beside the target, then swap it in."""
-        out_dir = Path(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-        try:
+        """Write the directory atomically: a crash leaves the previous model or the new one, never a mix."""
+        with atomic_dir(out_dir) as tmp:
             self._write(tmp)
-            old = None
-            if out_dir.exists():
-                old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-                if old.exists():
-                    shutil.rmtree(old)
-                os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
 
     def _write(self, d: Path) -> None:
         self.encoder.save_pretrained(d / ENCODER_DIR)
@@ -445,7 +354,7 @@ def build_ctc_model(
     if not upstream:
         raise ConfigError("no upstream given: pass --upstream DIR|hub-id|random:FAMILY")
     head = head or CTCHeadConfig()
-    if is_random_upstream(upstream) and head.freeze_encoder:
+    if is_random_spec(upstream) and head.freeze_encoder:
         # A frozen random encoder gives nothing to learn from: training from scratch means unfrozen.
         log.info("random upstream: unfreezing the encoder (and its CNN)")
         head = CTCHeadConfig(**{**asdict(head), "freeze_encoder": False, "freeze_cnn": False})

@@ -1,7 +1,7 @@
 """Character vocabulary for CTC: blank (id 0), unknown, word delimiter ``|``, then the characters seen.
 
 Encoding and decoding are ours rather than a transformers tokenizer's: transformers v5 treats the
-``|`` delimiter as a special token and can drop it when decoding (REFERENCE §8), which silently
+``|`` delimiter as a special token and can drop it when decoding (transformers v5 tokenizer change), which silently
 glues words together and wrecks WER.  ``vocab.json`` keeps the HF layout (token -> id) so stock
 tools can read it; ``vocab_meta.json`` records which tokens are special.
 """

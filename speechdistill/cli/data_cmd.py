@@ -62,11 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--json", help="also write the report as JSON here")
     q.set_defaults(func=run_check)
 
-    try:
-        from speechdistill.data.synth import cli as synth_cli
-    except ImportError:  # synthesiser not in this checkout
-        return
-    synth_cli.register(dsub)
+    from speechdistill.cli import synth_cmd
+
+    synth_cmd.register(dsub)
 
 
 def _report_skipped(skipped: list[tuple[str, str]]) -> None:

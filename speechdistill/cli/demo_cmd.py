@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from speechdistill.cli.common import HelpFormatter
+from speechdistill.cli.job import Flag, Job, register_job
 
 DESCRIPTION = """\
 Run the whole pipeline offline on the embedded default: synthesise a speaker-disjoint digits corpus,
@@ -14,30 +15,31 @@ CTC head on each frozen encoder (teacher included), evaluate on held-out speaker
 OUT/report.md, OUT/report.json and OUT/wer_vs_params.png. About 15 minutes on 2 CPU cores.
 """
 
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="end-to-end demo: synth corpus -> distill -> CTC -> WER report",
-                       description=DESCRIPTION, formatter_class=HelpFormatter)
-    p.add_argument("--out", default="demo_out", help="output folder")
-    p.add_argument("--quick", action="store_true", help="smoke run in about a minute (numbers not meaningful)")
-    p.add_argument("--hours", type=float, help="hours of synthetic speech (default 0.3; quick 0.02)")
-    p.add_argument("--distill-steps", type=int, help="optimizer steps per student (default 300)")
-    p.add_argument("--ctc-steps", type=int, help="optimizer steps per CTC head (default 300)")
-    p.add_argument("--teacher", help="teacher: builtin:reference (default), a model/CTC directory or hub id")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for corpus and training")
-    p.set_defaults(func=run)
+FLAGS = [
+    Flag("--out", "out", "output folder", metavar="DIR"),
+    Flag("--hours", "hours", "hours of synthetic speech", type=float),
+    Flag("--distill-steps", "distill_steps", "optimizer steps per student", type=int),
+    Flag("--ctc-steps", "ctc_steps", "optimizer steps per CTC head", type=int),
+    Flag("--teacher", "teacher", "teacher: builtin:reference, a model/CTC directory or hub id"),
+    Flag("--threads", "threads", "torch CPU threads (0 = torch's default)", type=int),
+    Flag("--seed", "seed", "random seed for corpus and training", type=int),
+]
 
 
-def run(args: argparse.Namespace) -> int:
-    from speechdistill.demo import DemoConfig, run_demo
+def run(cfg, args: argparse.Namespace) -> int:
+    from speechdistill.run.demo import run_demo
 
-    cfg = DemoConfig.quick_mode(args.out) if args.quick else DemoConfig(out=args.out)
-    for key in ("hours", "distill_steps", "ctc_steps", "teacher"):
-        if getattr(args, key) is not None:
-            setattr(cfg, key, getattr(args, key))
-    cfg.threads, cfg.seed = args.threads, args.seed
     run_demo(cfg)
     # The report itself says whether the numbers are meaningful; the run succeeded either way.
-    print((Path(cfg.out) / "report.md").read_text())
+    sys.stdout.write((Path(cfg.out) / "report.md").read_text(encoding="utf-8"))
     return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from speechdistill.run.demo import DemoConfig
+
+    register_job(sub, Job(
+        name="demo", help="end-to-end demo: synth corpus -> distill -> CTC -> WER report", description=DESCRIPTION,
+        config_cls=DemoConfig, run=run, flags=FLAGS, default_recipe="default",
+        recipe_switches={"--quick": ("quick", "smoke run in about a minute (numbers not meaningful)")},
+    ))

@@ -5,18 +5,18 @@ from __future__ import annotations
 import argparse
 import logging
 
-import yaml
-
-from speechdistill.cli.common import OVERRIDES_HELP, HelpFormatter
+from speechdistill.cli.job import Job, register_job
 
 log = logging.getLogger(__name__)
 
 DESCRIPTION = """\
 Distill a teacher (HuBERT/WavLM/wav2vec 2.0) into a small student with one of the shipped recipes
-(`speechdistill recipes` lists them) or your own YAML file.
+or your own YAML file.
 
 Single process (CPU or one GPU):
-  speechdistill distill tiny_cpu data.train_manifest=corpus/train.jsonl
+  speechdistill data synth --out data/synth --hours 0.2 --text digits
+  speechdistill distill tiny_cpu
+  speechdistill distill tiny_cpu data.train_manifest=corpus/train.jsonl data.dev_manifest=null
 Several GPUs / nodes (the same command under accelerate):
   accelerate launch --config_file launch/accelerate_8gpu.yaml -m speechdistill distill gendistiller_hubert_base ...
 
@@ -26,26 +26,20 @@ continues from the latest one with the same data position, optimizer, scheduler 
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("distill", help="distill a teacher into a student (GenDistiller, DistilHuBERT)",
-                       description=DESCRIPTION, formatter_class=HelpFormatter)
-    p.add_argument("recipe", help="shipped recipe name or path to a YAML recipe")
-    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in out_dir")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.set_defaults(func=run)
+def run(cfg, args: argparse.Namespace) -> int:
+    from speechdistill.run.distill import run_distill
 
-
-def run(args: argparse.Namespace) -> int:
-    from speechdistill.config import load_config, to_dict
-    from speechdistill.distill import DistillConfig, run_distill
-
-    cfg = load_config(DistillConfig, args.recipe, args.overrides)
-    if args.print_config:
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        return 0
     result = run_distill(cfg, resume=args.resume)
     if result.interrupted:
         return 130
     log.info("student written to %s", result.artifact)
     return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from speechdistill.run.distill import DistillConfig
+
+    register_job(sub, Job(
+        name="distill", help="distill a teacher into a student (GenDistiller, DistilHuBERT)",
+        description=DESCRIPTION, config_cls=DistillConfig, run=run, resumable=True,
+    ))

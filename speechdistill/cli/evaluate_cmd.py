@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import sys
 
-log = logging.getLogger(__name__)
+from speechdistill.cli.job import Flag, Job, register_job
 
 DESCRIPTION = """\
 Decode a manifest with a CTC model (from `speechdistill finetune-ctc`) using greedy CTC decoding
@@ -21,30 +21,33 @@ Example:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="WER/CER and real-time factor of a CTC model on a manifest",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="CTC model directory (OUT/model of finetune-ctc)")
-    p.add_argument("--manifest", required=True, help="manifest (JSONL) with reference transcripts")
-    p.add_argument("--out", required=True, help="directory for report.json and hypotheses.jsonl")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads during evaluation (default: torch's current setting)")
-    p.add_argument("--on-bad-audio", choices=["error", "skip"], default="error",
-                   help="stop on an unreadable/too-short file, or skip it and count it in the report (default error)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="utterances per batch (default 1 on CPU so padding does not inflate RTF, 16 on GPU)")
-    p.add_argument("--max-batch-seconds", type=float, default=120.0, help="padded audio seconds per batch at most (default 120)")
-    p.set_defaults(func=run)
+FLAGS = [
+    Flag("--model", "model", "CTC model directory (OUT/model of finetune-ctc)", metavar="DIR"),
+    Flag("--manifest", "manifest", "manifest (JSONL) with reference transcripts"),
+    Flag("--out", "out", "directory for report.json and hypotheses.jsonl", metavar="DIR"),
+    Flag("--threads", "threads", "torch CPU threads during evaluation (0: torch's current setting)", type=int),
+    Flag("--on-bad-audio", "on_bad_audio", "stop on an unreadable/too-short file, or skip it and count it in the report",
+         choices=["error", "skip"]),
+    Flag("--device", "device", "cpu, cuda, cuda:N or auto"),
+    Flag("--batch-size", "batch_size", "utterances per batch (0: 1 on CPU so padding does not inflate RTF, 16 on GPU)",
+         type=int),
+    Flag("--max-batch-seconds", "max_batch_seconds", "padded audio seconds per batch at most", type=float),
+]
 
 
-def run(args: argparse.Namespace) -> int:
-    from speechdistill.asr.evaluate import evaluate_model, format_report
+def run(cfg, args: argparse.Namespace) -> int:
+    from speechdistill.asr.evaluate import format_report
+    from speechdistill.run.evaluate import run_evaluate
 
-    report = evaluate_model(
-        args.model, args.manifest, args.out, threads=args.threads, max_batch_seconds=args.max_batch_seconds,
-        max_batch_size=args.batch_size, on_bad_audio=args.on_bad_audio, device=args.device,
-    )
-    print(format_report(report))
-    print(f"report: {args.out}/report.json")
+    report = run_evaluate(cfg)
+    sys.stdout.write(format_report(report) + f"\nreport: {cfg.out}/report.json\n")
     return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from speechdistill.run.evaluate import EvaluateConfig
+
+    register_job(sub, Job(
+        name="evaluate", help="WER/CER and real-time factor of a CTC model on a manifest", description=DESCRIPTION,
+        config_cls=EvaluateConfig, run=run, flags=FLAGS,
+    ))

@@ -38,13 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:  # command not built yet in this checkout
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -52,7 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     from speechdistill.utils.logging import setup_logging
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse fills a job's [RECIPE] [key=value ...] positionals from one run of arguments only, so
+        # overrides given after an option (`distill tiny_cpu --resume train.steps=9`) arrive here.
+        if hasattr(args, "recipe_and_overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.recipe_and_overrides += extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

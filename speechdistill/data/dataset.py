@@ -14,15 +14,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from speechdistill import SAMPLE_RATE
 from speechdistill.data.audio import MIN_SAMPLES, load_audio
+from speechdistill.data.batch import Batch, make_batches, pad_waveforms
 from speechdistill.data.errors import BadAudioError, ManifestError
 from speechdistill.data.manifest import Utterance, iter_manifest_lines
-from speechdistill.train.protocol import Batch
 
 log = logging.getLogger(__name__)
 
@@ -140,44 +139,8 @@ def collate(items) -> Batch:
     skipped = [(u.path, why) for u, w, why in items if w is None]
     if not good:
         return Batch(torch.zeros(0, MIN_SAMPLES), torch.zeros(0, dtype=torch.long), [], [], skipped)
-    max_len = max(w.shape[0] for _, w in good)
-    wav = np.zeros((len(good), max_len), dtype=np.float32)
-    for j, (_, w) in enumerate(good):
-        wav[j, : w.shape[0]] = w
-    lengths = torch.tensor([w.shape[0] for _, w in good], dtype=torch.long)
-    return Batch(torch.from_numpy(wav), lengths, [u.id for u, _ in good], [u.text for u, _ in good], skipped)
-
-
-def make_batches(
-    sizes: Sequence[int], max_batch_samples: int, max_batch_size: int, shuffle: bool, seed: int = 0,
-    sort: bool = True,
-) -> list[list[int]]:
-    """Group indices into batches whose padded size (count x longest) stays within the budget.
-
-    Sorting by length keeps padding small; with shuffle, lengths get a little noise so batches differ
-    between epochs, and the batch order is shuffled. ``sort=False`` keeps the given order (evaluation).
-    """
-    rng = np.random.default_rng(seed)
-    sizes_arr = np.asarray(sizes, dtype=np.float64)
-    keys = sizes_arr * (1 + 0.1 * rng.random(len(sizes))) if shuffle else sizes_arr
-    order = np.argsort(keys, kind="stable") if sort else np.arange(len(sizes))
-    batches: list[list[int]] = []
-    cur: list[int] = []
-    cur_max = 0
-    for idx in order.tolist():
-        n = int(sizes[idx])
-        new_max = max(cur_max, n)
-        if cur and (new_max * (len(cur) + 1) > max_batch_samples or len(cur) >= max_batch_size):
-            batches.append(cur)
-            cur, new_max = [], n
-        cur.append(idx)
-        cur_max = new_max
-    if cur:
-        batches.append(cur)
-    if shuffle:
-        perm = rng.permutation(len(batches))
-        batches = [batches[i] for i in perm]
-    return batches
+    wav, lengths = pad_waveforms([w for _, w in good])
+    return Batch(wav, lengths, [u.id for u, _ in good], [u.text for u, _ in good], skipped)
 
 
 class BucketBatchSampler:

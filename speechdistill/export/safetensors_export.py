@@ -26,15 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from speechdistill.export.onnx_export import (
-    CTC_CONFIG,
-    ExportResult,
-    ExportSource,
-    export_metadata,
-    load_export_source,
-    reference_runner,
-    remove_stale_exports,
-)
+from speechdistill.export.onnx_export import ExportResult
+from speechdistill.export.onnx_graph import reference_runner
 from speechdistill.export.parity import (
     ParityError,
     ParityOptions,
@@ -44,8 +37,16 @@ from speechdistill.export.parity import (
     reference_outputs,
     write_parity_json,
 )
+from speechdistill.export.source import (
+    CTC_CONFIG,
+    ExportSource,
+    export_metadata,
+    load_export_source,
+    remove_stale_exports,
+)
 from speechdistill.models.encoder import HFEncoder
-from speechdistill.models.teacher import FAMILIES, ModelLoadError, family_of, wants_normalized_input
+from speechdistill.models.errors import ModelLoadError
+from speechdistill.models.hf import FAMILIES, family_of, wants_normalized_input
 from speechdistill.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from speechdistill.data.batch import Batch
 from speechdistill.methods.losses import multi_layer_loss
 from speechdistill.models.teacher import Teacher
-from speechdistill.train.protocol import Batch
 
 
 def default_param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:

@@ -1,4 +1,4 @@
-"""CTC fine-tuning as a training ``Method`` (SUPERB ASR protocol by default), and ``run_finetune``."""
+"""CTC fine-tuning as a training ``Method`` (SUPERB ASR protocol by default); driver: ``run.finetune``."""
 
 from __future__ import annotations
 
@@ -12,16 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechdistill.asr.ctc_model import CTCHeadConfig, CTCModel, build_ctc_model, is_random_upstream
+from speechdistill.asr.ctc_model import CTCHeadConfig, CTCModel, build_ctc_model
 from speechdistill.asr.decode import greedy_decode
 from speechdistill.asr.metrics import error_rates
-from speechdistill.asr.vocab import VOCAB_FILE, CharVocab
-from speechdistill.config import ConfigError, to_dict
-from speechdistill.data.dataset import DataConfig
-from speechdistill.train.engine import TrainConfig
-from speechdistill.train.engine import train as run_training
-from speechdistill.train.optim import OptimConfig
-from speechdistill.train.protocol import Batch
+from speechdistill.asr.vocab import CharVocab
+from speechdistill.config import ConfigError
+from speechdistill.data.batch import Batch
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +35,6 @@ class CTCConfig:
     def validate(self) -> None:
         if self.encoder_lr_scale < 0:
             raise ConfigError("ctc.encoder_lr_scale must be >= 0")
-
-
-@dataclass
-class FinetuneConfig:
-    out_dir: str = "runs/ctc"
-    ctc: CTCConfig = field(default_factory=CTCConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_ratio=0.1))
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def validate(self) -> None:
-        if not self.ctc.upstream:
-            raise ConfigError("ctc.upstream is required (--upstream DIR|hub-id|random:FAMILY)")
-        if not self.data.train_manifest:
-            raise ConfigError("data.train_manifest is required (--train MANIFEST)")
-        if self.data.crop_seconds:
-            # A crop cuts audio but not its transcript: the CTC targets would no longer match.
-            raise ConfigError("data.crop_seconds must be 0 for CTC fine-tuning (crops break transcript alignment)")
 
 
 def _utterance_ctc_inputs(
@@ -173,53 +151,3 @@ class CTCMethod:
 
     def save_artifact(self, model: nn.Module, out_dir: Path) -> None:
         getattr(model, "module", model).save_pretrained(out_dir)
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-def finetune_config_from_dict(data: dict[str, Any]) -> FinetuneConfig:
-    """Typed config (unknown keys and wrong types fail early) for ``run_finetune``.
-
-    ``data`` is merged over this config's own defaults first, so a partial ``optim`` section keeps
-    the CTC defaults (lr 1e-4) rather than falling back to the generic OptimConfig ones.
-    """
-    from speechdistill.config import deep_merge, from_dict
-
-    return from_dict(FinetuneConfig, deep_merge(to_dict(FinetuneConfig()), data))
-
-
-def build_vocab(train_manifest: str, out_dir: Path, resume: bool) -> CharVocab:
-    """From the training transcripts; a resumed run reuses the vocabulary its checkpoints were made with."""
-    from speechdistill.data.manifest import read_manifest
-
-    saved = out_dir / VOCAB_FILE
-    if resume and saved.is_file():
-        log.info("resume: using the vocabulary in %s", saved)
-        return CharVocab.load(saved)
-    utts = read_manifest(train_manifest)
-    texts = [u.text for u in utts]
-    missing = sum(1 for t in texts if not t)
-    if missing == len(texts):
-        raise ConfigError(f"{train_manifest}: no utterance has a 'text' field; CTC fine-tuning needs transcripts")
-    if missing:
-        log.warning("%s: %d of %d utterance(s) have no transcript and will be skipped", train_manifest, missing, len(texts))
-    vocab = CharVocab.build(texts)
-    log.info("vocabulary: %d symbols (%s)", len(vocab), "".join(vocab.tokens[3:]))
-    return vocab
-
-
-def run_finetune(cfg: FinetuneConfig, resume: bool = False):
-    """Train a CTC model; the best one by dev WER (or the final one) lands in ``out_dir/model``."""
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    vocab = build_vocab(cfg.data.train_manifest, out_dir, resume)
-    vocab.save(out_dir)
-    if is_random_upstream(cfg.ctc.upstream):
-        log.info("training %s from scratch with CTC (encoder unfrozen)", cfg.ctc.upstream)
-    method = CTCMethod(cfg.ctc, vocab, seed=cfg.train.seed)
-    run_config = {**to_dict(cfg), "method": "ctc", "vocab": vocab.to_list()}
-    return run_training(
-        method, train_cfg=cfg.train, optim_cfg=cfg.optim, data_cfg=cfg.data, out_dir=out_dir,
-        resume=resume, run_config=run_config,
-    )

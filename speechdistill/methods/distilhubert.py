@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from speechdistill.data.batch import Batch
 from speechdistill.methods.base import DistillMethod
 from speechdistill.methods.losses import GradScale
 from speechdistill.models.encoder import EncoderOutput, HFEncoder
-from speechdistill.models.teacher import FAMILIES, Teacher, family_of
-from speechdistill.train.protocol import Batch
+from speechdistill.models.hf import FAMILIES, family_of
+from speechdistill.models.teacher import Teacher
 from speechdistill.utils.io import atomic_save_safetensors, atomic_write_json, load_safetensors, read_json
 
 log = logging.getLogger(__name__)

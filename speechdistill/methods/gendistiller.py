@@ -9,11 +9,11 @@ from typing import Literal
 import torch
 from torch import nn
 
+from speechdistill.data.batch import Batch
 from speechdistill.methods.base import DistillMethod
 from speechdistill.methods.losses import GradScale, multi_layer_loss
 from speechdistill.models.gendistiller import GenDistillerModel
 from speechdistill.models.teacher import Teacher
-from speechdistill.train.protocol import Batch
 from speechdistill.utils.io import atomic_write_json
 
 

@@ -1,5 +1,4 @@
-"""Teacher specs beyond paths and hub ids: ``tiny:FAMILY[-layer]`` (random, for smoke runs and tests)
-and ``builtin:reference`` (the small CTC-trained reference teacher shipped in the package)."""
+"""Models shipped inside the package, addressed as ``builtin:NAME``."""
 
 from __future__ import annotations
 
@@ -7,9 +6,9 @@ from importlib import resources
 from pathlib import Path
 
 from speechdistill.models.errors import ModelLoadError
-from speechdistill.models.teacher import Teacher, load_teacher, tiny_teacher
 
 BUILTIN = {"reference": "assets/reference_teacher"}
+PREFIX = "builtin:"
 
 
 def builtin_path(name: str) -> Path:
@@ -23,14 +22,4 @@ def builtin_path(name: str) -> Path:
 
 def resolve_model_path(spec: str) -> str:
     """``builtin:NAME`` -> its directory; anything else unchanged."""
-    return str(builtin_path(spec.split(":", 1)[1])) if spec.startswith("builtin:") else spec
-
-
-def resolve_teacher(spec: str, seed: int = 0) -> Teacher:
-    if spec.startswith("tiny:"):
-        name = spec.split(":", 1)[1]
-        family, _, norm = name.partition("-")
-        return tiny_teacher(family, norm or "group", seed=seed)
-    teacher = load_teacher(resolve_model_path(spec))
-    teacher.source = spec  # what the user named (builtin:..., a hub id), not the resolved path
-    return teacher
+    return str(builtin_path(spec[len(PREFIX):])) if spec.startswith(PREFIX) else spec

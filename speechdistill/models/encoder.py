@@ -4,8 +4,11 @@ Why not ``model(input_values, attention_mask=...)``: group-norm CNNs (HuBERT Bas
 time, so zero padding changes the features of every frame, and HF documents that such models must
 not get an attention mask.  Here the CNN runs per utterance for group-norm models and batched for
 layer-norm ones, then the transformer gets a frame mask; valid frames then match the unpadded
-result for both norm types (tested).  Hooks collect each layer's output, and ``upto_layer`` stops
-the forward early (curriculum stages and STAT calibration only need shallow layers).
+result for both norm types (tested).  ``batched_cnn=True`` instead runs the whole padded batch through
+the CNN with the first GroupNorm's statistics restricted to each utterance's valid frames (masked group
+norm): the valid frames are the same, and the graph has no per-utterance loop, so it traces for ONNX.
+Hooks collect each layer's output, and ``upto_layer`` stops the forward early (curriculum stages and
+STAT calibration only need shallow layers).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from speechdistill.models.frames import config_output_lengths, frame_mask
+from speechdistill.models.frames import config_output_lengths, conv_output_lengths, frame_mask
 
 BASE_PREFIXES = ("hubert", "wavlm", "wav2vec2")
 
@@ -31,15 +34,19 @@ class EncoderOutput:
         return frame_mask(self.frame_lengths, self.hidden_states[0].shape[1])
 
 
-def base_model_of(model: nn.Module) -> nn.Module:
-    """The bare encoder inside ``*ForCTC`` / ``*ForPreTraining`` wrappers (or the model itself)."""
-    if hasattr(model, "feature_extractor") and hasattr(model, "encoder"):
-        return model
-    for name in BASE_PREFIXES:
-        inner = getattr(model, name, None)
-        if inner is not None:
-            return inner
-    raise TypeError(f"{type(model).__name__} is not a HuBERT/WavLM/wav2vec 2.0 model")
+def hf_model_of(obj: nn.Module) -> nn.Module:
+    """The bare HF HuBERT/WavLM/wav2vec 2.0 model inside any wrapper: ``*ForCTC``/``*ForPreTraining``,
+    ``HFEncoder``, a pruned encoder, a ``Teacher``, a CTC model (or the model itself)."""
+    start = obj
+    for _ in range(6):
+        if hasattr(obj, "feature_extractor") and hasattr(obj, "feature_projection"):
+            return obj
+        inner = next((getattr(obj, n) for n in ("model", "encoder", *BASE_PREFIXES)
+                      if isinstance(getattr(obj, n, None), nn.Module)), None)
+        if inner is None:
+            break
+        obj = inner
+    raise TypeError(f"{type(start).__name__} is not (and does not wrap) a HuBERT/WavLM/wav2vec 2.0 model")
 
 
 def normalize_waveforms(wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -55,10 +62,47 @@ class _StopForward(Exception):
     pass
 
 
-def cnn_features(model: nn.Module, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """CNN features [B, T, C] and frame lengths; per utterance for group norm (see module doc)."""
+def masked_group_norm(x: torch.Tensor, norm: nn.GroupNorm, lengths: torch.Tensor) -> torch.Tensor:
+    """``norm(x[b, :, :lengths[b]])`` for every row at once: statistics over valid frames only."""
+    B, C, T = x.shape
+    G = norm.num_groups
+    valid = (torch.arange(T, device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
+    xg = x.reshape(B, G, C // G, T)
+    m = valid[:, None, None, :]
+    count = m.sum(-1, keepdim=True).clamp(min=1.0) * (C // G)
+    mean = (xg * m).sum((-2, -1), keepdim=True) / count
+    var = (((xg - mean) * m) ** 2).sum((-2, -1), keepdim=True) / count
+    y = ((xg - mean) / torch.sqrt(var + norm.eps)).reshape(B, C, T)
+    if norm.affine:
+        y = y * norm.weight[None, :, None] + norm.bias[None, :, None]
+    return y
+
+
+def _batched_group_norm_cnn(model: nn.Module, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The CNN over the padded batch, first GroupNorm over each utterance's valid frames only.  Later
+    conv layers are local and a valid output frame reads only valid input frames, so valid frames equal
+    the per-utterance result."""
+    cfg = model.config
+    h = wav[:, None]
+    for i, layer in enumerate(model.feature_extractor.conv_layers):
+        if i == 0:
+            h = layer.conv(h)
+            first = conv_output_lengths(lengths, cfg.conv_kernel[:1], cfg.conv_stride[:1])
+            h = layer.activation(masked_group_norm(h, layer.layer_norm, first))
+        else:
+            h = layer(h)
+    return h
+
+
+def cnn_features(
+    model: nn.Module, wav: torch.Tensor, lengths: torch.Tensor, batched: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CNN features [B, T, C] and frame lengths; per utterance for group norm unless ``batched``
+    (see module doc)."""
     cfg = model.config
     frame_lengths = config_output_lengths(cfg, lengths).long()
+    if batched and cfg.feat_extract_norm == "group":
+        return _batched_group_norm_cnn(model, wav, lengths).transpose(1, 2), frame_lengths
     max_frames = int(config_output_lengths(cfg, wav.shape[1]))
     same_length = bool((lengths == wav.shape[1]).all())
     if cfg.feat_extract_norm == "group" and not same_length:
@@ -79,18 +123,19 @@ def hf_encode(
     lengths: torch.Tensor | None = None,
     upto_layer: int | None = None,
     normalize: bool = False,
+    batched_cnn: bool = False,
 ) -> EncoderOutput:
     """Hidden states of every layer (index 0 = input to the first layer), like HF's ``hidden_states``.
 
     ``upto_layer=k`` returns states 0..k only and skips the layers above k.
     """
-    model = base_model_of(model)
+    model = hf_model_of(model)
     if lengths is None:
         lengths = torch.full((wav.shape[0],), wav.shape[1], dtype=torch.long, device=wav.device)
     lengths = lengths.to(wav.device)
     if normalize:
         wav = normalize_waveforms(wav, lengths)
-    feats, frame_lengths = cnn_features(model, wav, lengths)
+    feats, frame_lengths = cnn_features(model, wav, lengths, batched_cnn)
     hidden = model.feature_projection(feats)
     if isinstance(hidden, tuple):  # wav2vec2 / WavLM also return the normalised features
         hidden = hidden[0]
@@ -135,17 +180,13 @@ def hf_encode(
 
 
 class HFEncoder(nn.Module):
-    """A stock HF encoder behind the project's encoder interface.
+    """A stock HF encoder behind the project's encoder contract (``models.protocol.Encoder``)."""
 
-    Interface shared by every encoder in the project (HF models, GenDistiller, pruned models):
-    ``encode(wav, lengths, upto_layer=None) -> EncoderOutput``, ``num_output_layers``,
-    ``hidden_size``, ``config`` and ``save_pretrained(dir)``.
-    """
-
-    def __init__(self, model: nn.Module, normalize: bool = False):
+    def __init__(self, model: nn.Module, normalize: bool = False, batched_cnn: bool = False):
         super().__init__()
-        self.model = base_model_of(model)
+        self.model = hf_model_of(model)
         self.normalize = normalize
+        self.batched_cnn = batched_cnn
 
     @property
     def config(self):
@@ -160,17 +201,24 @@ class HFEncoder(nn.Module):
         return self.model.config.hidden_size
 
     def encode(self, wav: torch.Tensor, lengths: torch.Tensor | None = None, upto_layer: int | None = None):
-        return hf_encode(self.model, wav, lengths, upto_layer=upto_layer, normalize=self.normalize)
+        return hf_encode(self.model, wav, lengths, upto_layer=upto_layer, normalize=self.normalize,
+                         batched_cnn=self.batched_cnn)
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None, upto_layer: int | None = None):
         return self.encode(wav, lengths, upto_layer)
 
     def save_pretrained(self, out_dir, **kwargs) -> None:
-        from transformers import Wav2Vec2FeatureExtractor
-
         self.model.save_pretrained(str(out_dir), **kwargs)
-        # Stock pipelines read the normalisation flag from here.
-        Wav2Vec2FeatureExtractor(
-            feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=self.normalize,
-            return_attention_mask=self.model.config.feat_extract_norm == "layer",
-        ).save_pretrained(str(out_dir))
+        save_feature_extractor(out_dir, self.normalize, self.model.config.feat_extract_norm == "layer")
+
+
+def save_feature_extractor(out_dir, normalize: bool, attention_mask: bool) -> None:
+    """``preprocessor_config.json``: stock pipelines read the sampling rate and normalisation from it."""
+    from transformers import Wav2Vec2FeatureExtractor
+
+    from speechdistill import SAMPLE_RATE
+
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=normalize,
+        return_attention_mask=attention_mask,
+    ).save_pretrained(str(out_dir))

@@ -1,4 +1,4 @@
-"""The one place that maps waveform lengths to frame counts (REFERENCE §8: off-by-one pitfalls)."""
+"""The one place that maps waveform lengths to frame counts (teacher/student frame counts off by one are a common distillation bug)."""
 
 from __future__ import annotations
 

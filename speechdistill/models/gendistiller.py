@@ -44,7 +44,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from speechdistill.models.attention2d import MASK_KINDS, DecoderBlock, KVCache
-from speechdistill.models.encoder import EncoderOutput, HFEncoder, base_model_of, hf_encode
+from speechdistill.models.encoder import EncoderOutput, hf_encode, hf_model_of
 from speechdistill.models.frames import frame_mask
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ _FRONTEND_OVERRIDES: dict[str, Any] = {
 
 
 def _family_classes(family: str):
-    from speechdistill.models.teacher import FAMILIES
+    from speechdistill.models.hf import FAMILIES
 
     if family not in FAMILIES:
         raise ValueError(f"frontend_family {family!r} is not supported (supported: {', '.join(FAMILIES)})")
@@ -209,6 +209,7 @@ class GenDistillerModel(PreTrainedModel):
         )
         self.final_norm = nn.LayerNorm(Dd, eps=config.layer_norm_eps)
         self.out_proj = nn.Linear(Dd, Dt) if config.output_projection else None
+        self.batched_cnn = False  # models.protocol.Encoder: the traceable CNN for ONNX export
         self.post_init()
 
     # ----------------------------------------------------------------------------------- interface
@@ -224,9 +225,13 @@ class GenDistillerModel(PreTrainedModel):
     def target_layers(self) -> list[int]:
         return list(self.config.target_layers)
 
+    @property
+    def normalize(self) -> bool:
+        return bool(self.config.normalize_input)
+
     def front_end(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x0 [B, T, D_teacher] (padded frames zero) and frame lengths [B]."""
-        out = hf_encode(self.frontend, wav, lengths, normalize=self.config.normalize_input)
+        out = hf_encode(self.frontend, wav, lengths, normalize=self.normalize, batched_cnn=self.batched_cnn)
         x0 = out.hidden_states[0]
         if self.x0_proj is not None:
             x0 = self.x0_proj(x0)
@@ -393,19 +398,13 @@ class GenDistillerModel(PreTrainedModel):
         ``teacher_encoder``: a ``Teacher``, an ``HFEncoder`` or an HF HuBERT/WavLM/wav2vec2 model.
         Unset decoder sizes follow the teacher: width and heads = the teacher's, FFN = 2/3 of the
         teacher's FFN (3072 -> 2048), targets = evenly spaced ending at the last layer ([4, 8, 12])."""
-        from speechdistill.models.teacher import Teacher, family_of
+        from speechdistill.models.hf import family_of
+        from speechdistill.models.teacher import unwrap_teacher
 
-        source = ""
-        enc = teacher_encoder
-        if isinstance(enc, Teacher):
-            source = enc.source
-            enc = enc.encoder
-        normalize = None
-        if isinstance(enc, HFEncoder):
-            normalize = enc.normalize
-            enc = enc.model
+        source = getattr(teacher_encoder, "source", "")
+        normalize = getattr(unwrap_teacher(teacher_encoder), "normalize", None)
         try:
-            hf_model = base_model_of(enc)
+            hf_model = hf_model_of(teacher_encoder)
         except TypeError:
             raise TypeError(
                 f"from_teacher needs a HuBERT/WavLM/wav2vec2 teacher (Teacher, HFEncoder or HF model), got "
@@ -433,7 +432,7 @@ class GenDistillerModel(PreTrainedModel):
 
     def copy_frontend_from(self, teacher_model: nn.Module) -> None:
         """Load the teacher's front-end weights; every front-end key must exist with the same shape."""
-        src = base_model_of(teacher_model).state_dict()
+        src = hf_model_of(teacher_model).state_dict()
         dst = self.frontend.state_dict()
         missing = [k for k in dst if k not in src]
         mismatched = [f"{k}: {tuple(src[k].shape)} vs {tuple(v.shape)}" for k, v in dst.items()

@@ -1,7 +1,7 @@
 """Structurally pruned HuBERT / WavLM / wav2vec 2.0 encoders (output of ``speechdistill prune``).
 
 A pruned encoder has per-layer head counts, per-layer FFN widths and optionally thinner CNN
-channels, which the stock HF configs cannot express (REFERENCE §6).  ``PrunedEncoderConfig`` carries
+channels, which the stock HF configs cannot express.  ``PrunedEncoderConfig`` carries
 the base family and the base HF config dict plus the per-layer shapes; ``PrunedEncoderModel`` builds
 the stock HF base model from the base config, then swaps in smaller modules so that
 ``from_pretrained`` loads the saved state dict exactly.
@@ -33,7 +33,7 @@ from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
-from speechdistill.models.encoder import EncoderOutput, hf_encode
+from speechdistill.models.encoder import EncoderOutput, hf_encode, save_feature_extractor
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class PrunedEncoderConfig(PreTrainedConfig):
 
     def build_base_config(self) -> PreTrainedConfig:
         """The HF config the pruned model is built from (base config, CNN widths overridden)."""
-        from speechdistill.models.teacher import FAMILIES
+        from speechdistill.models.hf import FAMILIES
 
         if self.base_model_type not in FAMILIES:
             raise PrunedModelError(
@@ -305,13 +305,14 @@ class PrunedEncoderModel(PreTrainedModel):
 
     def __init__(self, config: PrunedEncoderConfig):
         super().__init__(config)
-        from speechdistill.models.teacher import FAMILIES
+        from speechdistill.models.hf import FAMILIES
 
         config.validate_shapes()
         base_cfg = config.build_base_config()
         _, model_cls = FAMILIES[config.base_model_type]
         self.model = model_cls(base_cfg)
         apply_pruned_shapes(self.model, config.base_model_type, config.kept_heads, config.intermediate_sizes)
+        self.batched_cnn = False  # models.protocol.Encoder: the traceable CNN for ONNX export
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -340,7 +341,8 @@ class PrunedEncoderModel(PreTrainedModel):
     def encode(
         self, wav: torch.Tensor, lengths: torch.Tensor | None = None, upto_layer: int | None = None
     ) -> EncoderOutput:
-        return hf_encode(self.model, wav, lengths, upto_layer=upto_layer, normalize=self.normalize)
+        return hf_encode(self.model, wav, lengths, upto_layer=upto_layer, normalize=self.normalize,
+                         batched_cnn=self.batched_cnn)
 
     def forward(
         self, wav: torch.Tensor, lengths: torch.Tensor | None = None, upto_layer: int | None = None
@@ -348,14 +350,8 @@ class PrunedEncoderModel(PreTrainedModel):
         return self.encode(wav, lengths, upto_layer)
 
     def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:  # type: ignore[override]
-        from transformers import Wav2Vec2FeatureExtractor
-
         super().save_pretrained(str(save_directory), **kwargs)
-        # Same companion file as HFEncoder: stock pipelines read the normalisation flag from it.
-        Wav2Vec2FeatureExtractor(
-            feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=self.normalize,
-            return_attention_mask=self.model.config.feat_extract_norm == "layer",
-        ).save_pretrained(str(save_directory))
+        save_feature_extractor(save_directory, self.normalize, self.model.config.feat_extract_norm == "layer")
 
 
 def pruned_config_from(

@@ -42,10 +42,4 @@ def project_model_class(model_type: str):
 
 def register_all() -> None:
     for mt in PROJECT_MODEL_TYPES:
-        try:
-            register(mt)
-        except ImportError:
-            pass
-
-
-register_all()
+        register(mt)

@@ -119,13 +119,10 @@ class MacCount:
 
 
 def _hf_base(obj: nn.Module) -> nn.Module:
-    from speechdistill.models.encoder import base_model_of
+    from speechdistill.models.encoder import hf_model_of
 
-    inner = getattr(obj, "model", None)
-    if isinstance(inner, nn.Module) and hasattr(inner, "feature_extractor"):
-        return inner
     try:
-        return base_model_of(obj)
+        return hf_model_of(obj)
     except TypeError:
         raise PruneError(
             f"{type(obj).__name__} is not a HuBERT/WavLM/wav2vec 2.0 encoder: MAC counting and pruning "
@@ -134,7 +131,7 @@ def _hf_base(obj: nn.Module) -> nn.Module:
 
 
 def shape_of_config(config) -> EncoderShape:
-    from speechdistill.models.teacher import FAMILIES
+    from speechdistill.models.hf import FAMILIES
 
     mt = getattr(config, "model_type", "")
     if mt == "pruned_encoder":

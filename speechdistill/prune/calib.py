@@ -23,6 +23,8 @@ from torch import nn
 
 from speechdistill import SAMPLE_RATE
 from speechdistill.data.audio import MIN_SAMPLES, load_audio
+from speechdistill.data.batch import make_batches as make_index_batches
+from speechdistill.data.batch import pad_waveforms
 from speechdistill.data.errors import BadAudioError
 from speechdistill.data.manifest import Utterance, read_manifest
 from speechdistill.models.encoder import hf_encode
@@ -86,32 +88,20 @@ def load_calibration_audio(
     return wavs
 
 
-def make_batches(wavs: Sequence[np.ndarray], batch_seconds: float = 40.0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Padded (wav [B, S], lengths [B]) batches of similar lengths, at most ``batch_seconds`` of
-    padded audio each (equal lengths let group-norm CNNs run batched)."""
-    order = sorted(range(len(wavs)), key=lambda i: -len(wavs[i]))
+def _calib_batches(wavs: Sequence[np.ndarray], batch_seconds: float) -> list[list[int]]:
+    """Index groups of similar lengths, at most ``batch_seconds`` of padded audio each."""
     budget = max(1, int(batch_seconds * SAMPLE_RATE))
-    i = 0
-    while i < len(order):
-        longest = len(wavs[order[i]])
-        size = max(1, budget // max(longest, 1))
-        idx = order[i : i + size]
-        batch = torch.zeros(len(idx), longest)
-        lengths = torch.tensor([len(wavs[j]) for j in idx], dtype=torch.long)
-        for row, j in enumerate(idx):
-            batch[row, : len(wavs[j])] = torch.from_numpy(wavs[j])
-        yield batch, lengths
-        i += size
+    return make_index_batches([len(w) for w in wavs], budget, max(1, len(wavs)), shuffle=False)
+
+
+def make_batches(wavs: Sequence[np.ndarray], batch_seconds: float = 40.0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Padded (wav [B, S], lengths [B]) batches of similar lengths (see ``_calib_batches``)."""
+    for idx in _calib_batches(wavs, batch_seconds):
+        yield pad_waveforms([wavs[j] for j in idx])
 
 
 def num_batches(wavs: Sequence[np.ndarray], batch_seconds: float = 40.0) -> int:
-    lengths = sorted((len(w) for w in wavs), reverse=True)
-    budget = max(1, int(batch_seconds * SAMPLE_RATE))
-    i = n = 0
-    while i < len(lengths):
-        i += max(1, budget // max(lengths[i], 1))
-        n += 1
-    return n
+    return len(_calib_batches(wavs, batch_seconds))
 
 
 # ---------------------------------------------------------------------------------------------

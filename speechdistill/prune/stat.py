@@ -1,23 +1,23 @@
 """STAT: retraining-free structured pruning of HuBERT / WavLM / wav2vec 2.0 encoders.
 
-Flynn et al., arXiv 2406.00061, adapted to speech (REFERENCE §6).  ``prune_model`` runs:
+Flynn et al., arXiv 2406.00061 (STAT, for BERT), adapted to speech encoders.  ``prune_model`` runs:
 
-1. calibration (``calib.collect_statistics``): one pass of the unpruned model, sketching each
+1. ``_calibrate`` (``calib.collect_statistics``): one pass of the unpruned model, sketching each
    FFN's post-activation outputs Z, each attention's per-head context C and (``prune_cnn``) each
    CNN layer's channels, padding frames excluded;
-2. per module, an error curve err(k) for every possible kept count k:
+2. ``_error_curves``: per module, an error curve err(k) for every possible kept count k:
    - FFN: column-pivoted QR of Z with column j scaled by ||W2[:, j]||; err(k) = ||R22||_F;
    - heads: greedy block-pivoted QR of C, head h's block scaled by the triangular factor of its
      out_proj columns (so the block norm is the norm of the head's contribution to the output);
      err(k) = residual norm (decompose.block_pivoted_qr);
    - CNN channel c of conv i: as the FFN, scaled by ||W_{i+1}[:, c, :]||;
-3. one global threshold on err(k) / reference across all modules, binary-searched so the pruned
+3. ``budget.allocate``: one global threshold on err(k) / reference across all modules, binary-searched so the pruned
    encoder keeps ``keep_macs`` of the MACs over the calibration lengths (budget.allocate; the
    attention's T^2 terms use the real calibration lengths).  Reference ("error_norm"):
    ``residual`` (default, our design) = norm of the residual stream the module's output is added
    to, so modules that barely move the stream give up more units; ``module`` = the module's own
    output norm.  CNN layers have no residual stream and always use their own norm.
-4. weights: FFN W1, b1 = kept rows, W2 <- W2 T^T (interpolation matrix in original order, so
+4. ``_apply_ffn`` / ``_apply_heads`` / ``_apply_cnn``, then ``_build_pruned``: FFN W1, b1 = kept rows, W2 <- W2 T^T (interpolation matrix in original order, so
    Z ≈ Z[:, kept] T), b2 unchanged; heads: q/k/v rows of kept heads, W_O <- W_O[:, kept] +
    W_O[:, elim] X^T with X the least-squares fit C_elim ≈ C_kept X; CNN: kept output channels
    (and their group-norm affine: HF's group norm has one group per channel, so slicing it is
@@ -42,6 +42,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
+from speechdistill import SAMPLE_RATE
 from speechdistill.models.pruned import (
     PrunedEncoderModel,
     base_config_dict,
@@ -111,28 +112,25 @@ class _Module:
 
 def resolve_source(encoder: nn.Module, source_model: str | None = None) -> _Source:
     """The HF model inside any supported encoder, plus what the pruned config must carry."""
-    from speechdistill.models.encoder import HFEncoder, base_model_of
-    from speechdistill.models.teacher import Teacher, family_of
+    from speechdistill.models.encoder import hf_model_of
+    from speechdistill.models.hf import family_of
+    from speechdistill.models.teacher import unwrap_teacher
 
-    if isinstance(encoder, Teacher):
-        encoder = encoder.encoder
+    encoder = unwrap_teacher(encoder)
     if isinstance(encoder, PrunedEncoderModel):
         cfg = encoder.config
         return _Source(
             encoder.model, cfg.base_model_type, encoder.normalize, dict(cfg.base_config),
             [list(k) for k in cfg.kept_heads], source_model or cfg.source_model or "",
         )
-    if isinstance(encoder, HFEncoder):
-        hf, normalize = encoder.model, encoder.normalize
-    else:
-        try:
-            hf = base_model_of(encoder)
-        except TypeError:
-            raise PruneError(
-                f"pruning {type(encoder).__name__} is not supported yet: prune an HF HuBERT/WavLM/wav2vec 2.0 "
-                "encoder or a pruned encoder (GenDistiller students have a different layer structure)"
-            ) from None
-        normalize = getattr(hf.config, "feat_extract_norm", "group") == "layer"
+    try:
+        hf = hf_model_of(encoder)
+    except TypeError:
+        raise PruneError(
+            f"pruning {type(encoder).__name__} is not supported yet: prune an HF HuBERT/WavLM/wav2vec 2.0 "
+            "encoder or a pruned encoder (GenDistiller students have a different layer structure)"
+        ) from None
+    normalize = getattr(encoder, "normalize", getattr(hf.config, "feat_extract_norm", "group") == "layer")
     family = family_of(hf.config)
     heads = int(hf.config.num_attention_heads)
     kept = [list(range(heads)) for _ in hf.encoder.layers]
@@ -246,6 +244,183 @@ def _macs_total(shape: EncoderShape, counts: Counter) -> float:
     return float(sum(shape_macs(shape, n).total * times for n, times in counts.items()))
 
 
+@dataclass
+class _Edits:
+    """The pruned state dict and the shapes it describes, filled in by the ``_apply_*`` steps."""
+
+    sd: dict[str, torch.Tensor]
+    kept_heads: list[list[int]]
+    widths: list[int]
+    conv_dims: list[int]
+    per_layer: dict[int, dict]
+    conv_report: list[dict] = field(default_factory=list)
+
+
+def _check_request(src: _Source, method: str, opts: PruneOptions) -> None:
+    if method not in METHODS:
+        raise PruneError(f"unknown pruning method {method!r} (choose from {', '.join(METHODS)})")
+    if opts.error_norm not in ERROR_NORMS:
+        raise PruneError(f"error_norm must be one of {', '.join(ERROR_NORMS)}, got {opts.error_norm!r}")
+    if opts.sketch_rows < 0:
+        raise PruneError(f"sketch rows must be >= 0 (0 = exact), got {opts.sketch_rows}")
+    if opts.prune_cnn and getattr(src.hf.config, "feat_extract_norm", "group") != "group":
+        raise PruneError(
+            "--prune-cnn needs a group-norm CNN (HuBERT/WavLM Base): this model's CNN uses layer norm over "
+            "channels, so removing channels would change the kept ones. Prune without --prune-cnn."
+        )
+
+
+def _widest_module(shape: EncoderShape, prune_cnn: bool) -> int:
+    return max([*shape.intermediate_sizes, *(h * shape.head_dim for h in shape.num_heads),
+                *(shape.conv_dims[:-1] if prune_cnn else [])])
+
+
+def _calibrate(
+    src: _Source, calib_batches, method: str, opts: PruneOptions, calib_lengths, widest: int,
+    progress: bool, total_batches: int | None,
+) -> tuple[CalibStats | None, list[int]]:
+    """Step 1: activation statistics (none for magnitude) and the calibration lengths (samples)."""
+    if method == "magnitude":
+        if calib_lengths is None:
+            if calib_batches is None:
+                raise PruneError("give calibration batches or calib_lengths (needed for the MAC budget)")
+            calib_lengths = [int(n) for _, lengths in calib_batches for n in lengths]
+        return None, [int(n) for n in calib_lengths]
+    if calib_batches is None:
+        raise PruneError(f"method {method!r} needs calibration audio")
+    stats = collect_statistics(
+        src.hf, calib_batches, normalize=src.normalize, sketch_rows=opts.sketch_rows, prune_cnn=opts.prune_cnn,
+        seed=opts.seed, progress=progress, total_batches=total_batches,
+    )
+    if stats.frames < widest:
+        log.warning(
+            "only %d calibration frames for modules up to %d units wide: units beyond that rank are "
+            "chosen arbitrarily; use more calibration audio", stats.frames, widest,
+        )
+    return stats, stats.sample_lengths
+
+
+def _error_curves(src: _Source, stats: CalibStats | None, method: str, opts: PruneOptions) -> list[_Module]:
+    """Step 2: err(k) for every prunable module (CNN layers first, then heads and FFN per layer)."""
+    hf = src.hf
+    convs = hf.feature_extractor.conv_layers
+    mods: list[_Module] = []
+    with torch.no_grad(), blas_threads(opts.blas_threads):
+        if opts.prune_cnn:
+            for i in range(len(convs) - 1):
+                if method == "magnitude":
+                    s = mag.conv_scores(convs[i].conv.weight, convs[i + 1].conv.weight)
+                    mods.append(_mag_module("conv", i, s, opts.min_channels))
+                else:
+                    mods.append(_stat_conv(i, convs[i + 1].conv, stats.conv[i].matrix(), opts))
+                    stats.conv[i].release()
+        for i, layer in enumerate(hf.encoder.layers):
+            attn, ff = layer.attention, layer.feed_forward
+            if method == "magnitude":
+                s = mag.head_scores(
+                    attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight, attn.out_proj.weight, int(attn.head_dim)
+                )
+                mods.append(_mag_module("heads", i, s, opts.min_heads))
+                s = mag.ffn_scores(ff.intermediate_dense.weight, ff.output_dense.weight)
+                mods.append(_mag_module("ffn", i, s, opts.min_neurons))
+            else:
+                mods.append(_stat_heads(i, attn, stats.attn[i].matrix(), stats.attn_ref_sq[i], opts))
+                stats.attn[i].release()
+                mods.append(_stat_ffn(i, ff, stats.ffn[i].matrix(), stats.ffn_ref_sq[i], opts))
+                stats.ffn[i].release()
+    return mods
+
+
+def _apply_cnn(edits: _Edits, src: _Source, mods: list[_Module], counts: Sequence[int], correct: bool) -> None:
+    """Step 4a: kept output channels of each pruned conv; the next conv's inputs corrected by T."""
+    sd = edits.sd
+    conv_sel = {m.curve.index: (m, k) for m, k in zip(mods, counts) if m.curve.kind == "conv"}
+    prev_t: np.ndarray | None = None
+    prev_kept: np.ndarray | None = None
+    for i in range(len(src.hf.feature_extractor.conv_layers)):
+        p = f"feature_extractor.conv_layers.{i}."
+        w = sd[p + "conv.weight"]
+        dtype = w.dtype
+        if prev_kept is not None:
+            if prev_t is not None:
+                w = torch.einsum("ojt,kj->okt", w.double(), torch.from_numpy(prev_t)).to(dtype)
+            else:
+                w = w[:, torch.from_numpy(prev_kept)]
+        prev_kept, prev_t = None, None
+        if i in conv_sel:
+            m, k = conv_sel[i]
+            kept, t = _id_selection(m, k, correct)
+            idx = torch.from_numpy(kept)
+            w = w[idx]
+            for name in ("conv.bias", "layer_norm.weight", "layer_norm.bias"):
+                if p + name in sd:
+                    sd[p + name] = sd[p + name][idx]
+            edits.conv_report.append(
+                {"conv_layer": i, "channels_before": m.curve.size, "channels_after": int(k),
+                 "rel_error": float(m.curve.rel_err[k])}
+            )
+            edits.conv_dims[i] = int(k)
+            prev_kept, prev_t = kept, t
+        sd[p + "conv.weight"] = w.contiguous()
+
+
+def _apply_ffn(edits: _Edits, m: _Module, k: int, correct: bool) -> None:
+    """Step 4b: FFN W1, b1 = kept rows; W2 <- W2 T^T (or the kept columns without correction)."""
+    sd, i = edits.sd, m.curve.index
+    p = f"encoder.layers.{i}.feed_forward."
+    kept, t = _id_selection(m, k, correct)
+    idx = torch.from_numpy(kept)
+    w2 = sd[p + "output_dense.weight"]
+    sd[p + "intermediate_dense.weight"] = sd[p + "intermediate_dense.weight"][idx].contiguous()
+    sd[p + "intermediate_dense.bias"] = sd[p + "intermediate_dense.bias"][idx].contiguous()
+    if t is not None:
+        sd[p + "output_dense.weight"] = (w2.double() @ torch.from_numpy(t).T).to(w2.dtype).contiguous()
+    else:
+        sd[p + "output_dense.weight"] = w2[:, idx].contiguous()
+    edits.widths[i] = int(k)
+    edits.per_layer[i].update(neurons_before=m.curve.size, neurons_after=int(k), ffn_rel_error=float(m.curve.rel_err[k]))
+
+
+def _apply_heads(edits: _Edits, src: _Source, m: _Module, k: int, correct: bool) -> None:
+    """Step 4c: q/k/v rows of kept heads; W_O <- W_O[:, kept] + W_O[:, elim] X^T; WavLM gates by head id."""
+    sd, i = edits.sd, m.curve.index
+    p = f"encoder.layers.{i}.attention."
+    hd = int(src.hf.encoder.layers[i].attention.head_dim)
+    n = m.curve.size
+    kept, x = _head_selection(m, k, n, hd, correct)
+    cols = torch.from_numpy(_head_cols(kept, hd))
+    for name in ("q_proj", "k_proj", "v_proj"):
+        sd[p + name + ".weight"] = sd[p + name + ".weight"][cols].contiguous()
+        if p + name + ".bias" in sd:
+            sd[p + name + ".bias"] = sd[p + name + ".bias"][cols].contiguous()
+    wo = sd[p + "out_proj.weight"]
+    new_wo = wo[:, cols].double()
+    if x is not None:
+        elim = torch.from_numpy(_head_cols(np.setdiff1d(np.arange(n), kept), hd))
+        new_wo = new_wo + wo[:, elim].double() @ torch.from_numpy(x).T
+    sd[p + "out_proj.weight"] = new_wo.to(wo.dtype).contiguous()
+    if p + "gru_rel_pos_const" in sd:
+        sd[p + "gru_rel_pos_const"] = sd[p + "gru_rel_pos_const"][:, torch.from_numpy(kept)].contiguous()
+    edits.kept_heads[i] = [src.kept_heads[i][h] for h in kept]
+    edits.per_layer[i].update(
+        heads_before=n, heads_after=int(k), kept_heads=edits.kept_heads[i], attn_rel_error=float(m.curve.rel_err[k]),
+    )
+
+
+def _build_pruned(src: _Source, edits: _Edits, method: str, keep_macs: float, base_conv: list[int]) -> PrunedEncoderModel:
+    """Step 5: a ``PrunedEncoderModel`` of the new shapes holding the edited weights."""
+    cfg = pruned_config_from(
+        src.base_config, src.family, edits.kept_heads, edits.widths,
+        conv_dims=None if edits.conv_dims == base_conv else edits.conv_dims,
+        normalize_input=src.normalize, prune_method=method, keep_macs=keep_macs, source_model=src.source_model,
+    )
+    pruned = PrunedEncoderModel(cfg)
+    missing, unexpected = pruned.model.load_state_dict(edits.sd, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"pruned state dict does not fit the pruned model: missing {missing}, unexpected {unexpected}")
+    return pruned.to(next(src.hf.parameters()).dtype).eval()
+
+
 def prune_model(
     encoder: nn.Module,
     calib_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
@@ -266,196 +441,70 @@ def prune_model(
     """
     t_start = time.perf_counter()
     opts = options or PruneOptions()
-    if method not in METHODS:
-        raise PruneError(f"unknown pruning method {method!r} (choose from {', '.join(METHODS)})")
-    if opts.error_norm not in ERROR_NORMS:
-        raise PruneError(f"error_norm must be one of {', '.join(ERROR_NORMS)}, got {opts.error_norm!r}")
-    if opts.sketch_rows < 0:
-        raise PruneError(f"sketch rows must be >= 0 (0 = exact), got {opts.sketch_rows}")
     keep_macs = check_keep_macs(keep_macs)
     src = resolve_source(encoder, source_model)
-    hf = src.hf
-    layers = hf.encoder.layers
-    convs = hf.feature_extractor.conv_layers
-    if opts.prune_cnn and getattr(hf.config, "feat_extract_norm", "group") != "group":
-        raise PruneError(
-            "--prune-cnn needs a group-norm CNN (HuBERT/WavLM Base): this model's CNN uses layer norm over "
-            "channels, so removing channels would change the kept ones. Prune without --prune-cnn."
-        )
-    shape0 = shape_of_model(hf)
-    widest = max([*shape0.intermediate_sizes, *(h * shape0.head_dim for h in shape0.num_heads),
-                  *(shape0.conv_dims[:-1] if opts.prune_cnn else [])])
+    _check_request(src, method, opts)
+    shape0 = shape_of_model(src.hf)
+    widest = _widest_module(shape0, opts.prune_cnn)
     if method != "magnitude" and 0 < opts.sketch_rows < widest:
         raise PruneError(
             f"--sketch-rows {opts.sketch_rows} is smaller than the widest prunable module ({widest} units): the "
             f"sketch could not tell those units apart. Use --sketch-rows >= {widest} (or 0 for no sketch)."
         )
+    timings = {}
 
-    # 1. calibration
-    stats: CalibStats | None = None
     t0 = time.perf_counter()
-    if method == "magnitude":
-        if calib_lengths is None:
-            if calib_batches is None:
-                raise PruneError("give calibration batches or calib_lengths (needed for the MAC budget)")
-            calib_lengths = [int(n) for _, lengths in calib_batches for n in lengths]
-        lengths = [int(n) for n in calib_lengths]
-    else:
-        if calib_batches is None:
-            raise PruneError(f"method {method!r} needs calibration audio")
-        stats = collect_statistics(
-            hf, calib_batches, normalize=src.normalize, sketch_rows=opts.sketch_rows, prune_cnn=opts.prune_cnn,
-            seed=opts.seed, progress=progress, total_batches=total_batches,
-        )
-        lengths = stats.sample_lengths
-        if stats.frames < widest:
-            log.warning(
-                "only %d calibration frames for modules up to %d units wide: units beyond that rank are "
-                "chosen arbitrarily; use more calibration audio", stats.frames, widest,
-            )
+    stats, lengths = _calibrate(src, calib_batches, method, opts, calib_lengths, widest, progress, total_batches)
     if not lengths:
         raise PruneError("no calibration utterances")
-    calib_time = time.perf_counter() - t0
+    timings["calibration_time_s"] = time.perf_counter() - t0
     length_counts = Counter(lengths)
 
-    # 2. error curves
     t0 = time.perf_counter()
-    mods: list[_Module] = []
-    with torch.no_grad(), blas_threads(opts.blas_threads):
-        if opts.prune_cnn:
-            for i in range(len(convs) - 1):
-                if method == "magnitude":
-                    s = mag.conv_scores(convs[i].conv.weight, convs[i + 1].conv.weight)
-                    mods.append(_mag_module("conv", i, s, opts.min_channels))
-                else:
-                    mods.append(_stat_conv(i, convs[i + 1].conv, stats.conv[i].matrix(), opts))
-                    stats.conv[i].release()
-        for i, layer in enumerate(layers):
-            attn, ff = layer.attention, layer.feed_forward
-            if method == "magnitude":
-                s = mag.head_scores(
-                    attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight, attn.out_proj.weight, int(attn.head_dim)
-                )
-                mods.append(_mag_module("heads", i, s, opts.min_heads))
-                s = mag.ffn_scores(ff.intermediate_dense.weight, ff.output_dense.weight)
-                mods.append(_mag_module("ffn", i, s, opts.min_neurons))
-            else:
-                mods.append(_stat_heads(i, attn, stats.attn[i].matrix(), stats.attn_ref_sq[i], opts))
-                stats.attn[i].release()
-                mods.append(_stat_ffn(i, ff, stats.ffn[i].matrix(), stats.ffn_ref_sq[i], opts))
-                stats.ffn[i].release()
-    decompose_time = time.perf_counter() - t0
+    mods = _error_curves(src, stats, method, opts)
+    timings["decompose_time_s"] = time.perf_counter() - t0
 
-    # 3. global allocation
+    # Step 3: one global threshold over all modules, searched to meet the MAC budget.
     curves = [m.curve for m in mods]
-    macs_before = _macs_total(shape0, length_counts)
     alloc = allocate(
-        curves, lambda counts: _macs_total(apply_counts(shape0, curves, counts), length_counts), keep_macs, macs_before
+        curves, lambda counts: _macs_total(apply_counts(shape0, curves, counts), length_counts), keep_macs,
+        _macs_total(shape0, length_counts),
     )
 
-    # 4. new weights
     t0 = time.perf_counter()
     correct = method == "stat"
-    sd = dict(hf.state_dict())
-    new_kept_heads = [list(k) for k in src.kept_heads]
-    widths = list(shape0.intermediate_sizes)
-    conv_dims = list(shape0.conv_dims)
-    per_layer: dict[int, dict] = {i: {"layer": i} for i in range(len(layers))}
-    conv_report: list[dict] = []
-    prev_t: np.ndarray | None = None
-    prev_kept: np.ndarray | None = None
-    with torch.no_grad(), blas_threads(opts.blas_threads):
-        conv_sel = {}
-        for m, k in zip(mods, alloc.counts):
-            if m.curve.kind == "conv":
-                conv_sel[m.curve.index] = (m, k)
-        if opts.prune_cnn:
-            for i in range(len(convs)):
-                p = f"feature_extractor.conv_layers.{i}."
-                w = sd[p + "conv.weight"]
-                dtype = w.dtype
-                if prev_kept is not None:
-                    if prev_t is not None:
-                        w = torch.einsum("ojt,kj->okt", w.double(), torch.from_numpy(prev_t)).to(dtype)
-                    else:
-                        w = w[:, torch.from_numpy(prev_kept)]
-                prev_kept, prev_t = None, None
-                if i in conv_sel:
-                    m, k = conv_sel[i]
-                    kept, t = _id_selection(m, k, correct)
-                    idx = torch.from_numpy(kept)
-                    w = w[idx]
-                    for name in ("conv.bias", "layer_norm.weight", "layer_norm.bias"):
-                        if p + name in sd:
-                            sd[p + name] = sd[p + name][idx]
-                    conv_report.append(
-                        {"conv_layer": i, "channels_before": m.curve.size, "channels_after": int(k),
-                         "rel_error": float(m.curve.rel_err[k])}
-                    )
-                    conv_dims[i] = int(k)
-                    prev_kept, prev_t = kept, t
-                sd[p + "conv.weight"] = w.contiguous()
-        for m, k in zip(mods, alloc.counts):
-            i = m.curve.index
-            if m.curve.kind == "ffn":
-                p = f"encoder.layers.{i}.feed_forward."
-                kept, t = _id_selection(m, k, correct)
-                idx = torch.from_numpy(kept)
-                w2 = sd[p + "output_dense.weight"]
-                sd[p + "intermediate_dense.weight"] = sd[p + "intermediate_dense.weight"][idx].contiguous()
-                sd[p + "intermediate_dense.bias"] = sd[p + "intermediate_dense.bias"][idx].contiguous()
-                if t is not None:
-                    sd[p + "output_dense.weight"] = (w2.double() @ torch.from_numpy(t).T).to(w2.dtype).contiguous()
-                else:
-                    sd[p + "output_dense.weight"] = w2[:, idx].contiguous()
-                widths[i] = int(k)
-                per_layer[i].update(
-                    neurons_before=m.curve.size, neurons_after=int(k), ffn_rel_error=float(m.curve.rel_err[k])
-                )
-            elif m.curve.kind == "heads":
-                p = f"encoder.layers.{i}.attention."
-                attn = layers[i].attention
-                hd = int(attn.head_dim)
-                n = m.curve.size
-                kept, x = _head_selection(m, k, n, hd, correct)
-                cols = torch.from_numpy(_head_cols(kept, hd))
-                for name in ("q_proj", "k_proj", "v_proj"):
-                    sd[p + name + ".weight"] = sd[p + name + ".weight"][cols].contiguous()
-                    if p + name + ".bias" in sd:
-                        sd[p + name + ".bias"] = sd[p + name + ".bias"][cols].contiguous()
-                wo = sd[p + "out_proj.weight"]
-                new_wo = wo[:, cols].double()
-                if x is not None:
-                    elim = torch.from_numpy(_head_cols(np.setdiff1d(np.arange(n), kept), hd))
-                    new_wo = new_wo + wo[:, elim].double() @ torch.from_numpy(x).T
-                sd[p + "out_proj.weight"] = new_wo.to(wo.dtype).contiguous()
-                if p + "gru_rel_pos_const" in sd:
-                    sd[p + "gru_rel_pos_const"] = sd[p + "gru_rel_pos_const"][:, torch.from_numpy(kept)].contiguous()
-                new_kept_heads[i] = [src.kept_heads[i][h] for h in kept]
-                per_layer[i].update(
-                    heads_before=n, heads_after=int(k), kept_heads=new_kept_heads[i],
-                    attn_rel_error=float(m.curve.rel_err[k]),
-                )
-    base_conv = list(src.base_config.get("conv_dim", conv_dims))
-    cfg = pruned_config_from(
-        src.base_config, src.family, new_kept_heads, widths,
-        conv_dims=None if conv_dims == base_conv else conv_dims,
-        normalize_input=src.normalize, prune_method=method, keep_macs=keep_macs, source_model=src.source_model,
+    n_layers = len(src.hf.encoder.layers)
+    edits = _Edits(
+        dict(src.hf.state_dict()), [list(k) for k in src.kept_heads], list(shape0.intermediate_sizes),
+        list(shape0.conv_dims), {i: {"layer": i} for i in range(n_layers)},
     )
-    pruned = PrunedEncoderModel(cfg)
-    missing, unexpected = pruned.model.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise RuntimeError(f"pruned state dict does not fit the pruned model: missing {missing}, unexpected {unexpected}")
-    pruned = pruned.to(next(hf.parameters()).dtype).eval()
-    apply_time = time.perf_counter() - t0
+    with torch.no_grad(), blas_threads(opts.blas_threads):
+        if opts.prune_cnn:
+            _apply_cnn(edits, src, mods, alloc.counts, correct)
+        for m, k in zip(mods, alloc.counts):
+            if m.curve.kind == "ffn":
+                _apply_ffn(edits, m, k, correct)
+            elif m.curve.kind == "heads":
+                _apply_heads(edits, src, m, k, correct)
+    pruned = _build_pruned(src, edits, method, keep_macs, list(src.base_config.get("conv_dim", edits.conv_dims)))
+    timings["apply_time_s"] = time.perf_counter() - t0
 
-    shape1 = shape_of_model(pruned.model)
     before = _macs_for_lengths(shape0, length_counts)
-    after = _macs_for_lengths(shape1, length_counts)
+    after = _macs_for_lengths(shape_of_model(pruned.model), length_counts)
     if abs(after.total - alloc.macs_after) > 1e-6 * max(after.total, 1.0):
         raise RuntimeError("MAC count of the built model disagrees with the allocation (bug)")
+    report = _report(src, pruned, method, keep_macs, opts, alloc, stats, lengths, before, after, edits)
+    report.update(wall_time_s=time.perf_counter() - t_start, **timings, peak_rss_mb=peak_rss_mb())
+    log.info(
+        "%s: kept %.3f of MACs (target %.3f), heads %s, FFN %s%s", method, report["keep_macs_achieved"], keep_macs,
+        [len(k) for k in edits.kept_heads], edits.widths, f", CNN {edits.conv_dims}" if opts.prune_cnn else "",
+    )
+    return pruned, report
+
+
+def _report(src, pruned, method, keep_macs, opts, alloc, stats, lengths, before, after, edits) -> dict:
     n_utts = len(lengths)
-    report = {
+    return {
         "method": method,
         "keep_macs_target": keep_macs,
         "keep_macs_achieved": after.total / before.total,
@@ -466,7 +515,7 @@ def prune_model(
         "options": asdict(opts),
         "calibration": {
             "utterances": n_utts,
-            "seconds": sum(lengths) / 16000.0,
+            "seconds": sum(lengths) / SAMPLE_RATE,
             "frames": stats.frames if stats is not None else None,
             "sketched": bool(stats is not None and opts.sketch_rows and stats.frames > opts.sketch_rows),
         },
@@ -476,19 +525,9 @@ def prune_model(
         "macs_per_utterance_after": after.total / n_utts,
         "macs_breakdown_before": before.to_dict(),
         "macs_breakdown_after": after.to_dict(),
-        "params_before": int(sum(p.numel() for p in hf.parameters())),
+        "params_before": int(sum(p.numel() for p in src.hf.parameters())),
         "params_after": int(sum(p.numel() for p in pruned.parameters())),
-        "layers": [per_layer[i] for i in range(len(layers))],
-        "conv_layers": conv_report,
-        "conv_dims": conv_dims,
-        "wall_time_s": time.perf_counter() - t_start,
-        "calibration_time_s": calib_time,
-        "decompose_time_s": decompose_time,
-        "apply_time_s": apply_time,
-        "peak_rss_mb": peak_rss_mb(),
+        "layers": [edits.per_layer[i] for i in range(len(edits.per_layer))],
+        "conv_layers": edits.conv_report,
+        "conv_dims": edits.conv_dims,
     }
-    log.info(
-        "%s: kept %.3f of MACs (target %.3f), heads %s, FFN %s%s", method, report["keep_macs_achieved"], keep_macs,
-        [len(k) for k in new_kept_heads], widths, f", CNN {conv_dims}" if opts.prune_cnn else "",
-    )
-    return pruned, report

@@ -9,13 +9,15 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from speechdistill import SAMPLE_RATE
+
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
 @torch.no_grad()
-def count_macs(encoder: nn.Module, seconds: float = 10.0, sample_rate: int = 16000) -> int:
+def count_macs(encoder: nn.Module, seconds: float = 10.0, sample_rate: int = SAMPLE_RATE) -> int:
     """Multiply-accumulates of one forward pass on ``seconds`` of audio, counted by torch's
     FlopCounterMode over every matmul/conv/attention the model actually runs (FLOPs / 2)."""
     wav = torch.zeros(1, int(seconds * sample_rate))

@@ -24,7 +24,7 @@ from speechdistill.data.dataset import DataConfig, build_eval_loader, build_trai
 from speechdistill.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from speechdistill.train.optim import OptimConfig, build_optimizer, build_scheduler
 from speechdistill.train.protocol import Method
-from speechdistill.utils.io import atomic_write_json
+from speechdistill.utils.io import atomic_dir, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,276 @@ def _make_accelerator(train_cfg: TrainConfig, out_dir: Path):
     )
 
 
+@dataclass
+class _Position:
+    """Where training stands: what a checkpoint records besides weights and optimizer state."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best: float | None = None
+    audio_seconds: float = 0.0
+    skipped: int = 0
+
+
+class Trainer:
+    """The loop, in named steps: ``setup`` (in ``__init__``), ``restore``, ``train_step``, ``validate``,
+    ``save_checkpoint``, ``finish``; ``run`` strings them together."""
+
+    def __init__(
+        self, method: Method, train_cfg: TrainConfig, optim_cfg: OptimConfig, data_cfg: DataConfig,
+        out_dir: Path, run_config: dict | None = None,
+    ):
+        from accelerate.utils import set_seed
+
+        self.method, self.cfg, self.optim_cfg, self.data_cfg = method, train_cfg, optim_cfg, data_cfg
+        self.out_dir = Path(out_dir)
+        self.run_config = run_config
+        self.accelerator = _make_accelerator(train_cfg, self.out_dir)
+        self.is_main = self.accelerator.is_main_process
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.accelerator.wait_for_everyone()
+        set_seed(train_cfg.seed, device_specific=True)
+
+        if hasattr(method, "setup"):
+            method.setup(self.accelerator.device)
+        model = method.build_model()
+        groups = method.param_groups(model, optim_cfg.lr, optim_cfg.weight_decay)
+        optimizer = build_optimizer(groups, optim_cfg)
+        # Stepped by us once per optimizer step, not prepared: accelerate's wrapper steps it once per
+        # process, which would silently shorten warm-up on many GPUs.
+        self.scheduler = build_scheduler(optimizer, train_cfg.steps, optim_cfg)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.unwrapped = self.accelerator.unwrap_model(self.model)
+
+        self.loader, self.sampler, skipped_lines = build_train_loader(
+            data_cfg, seed=train_cfg.seed, rank=self.accelerator.process_index,
+            world_size=self.accelerator.num_processes,
+        )
+        self.batches_per_epoch = len(self.sampler)
+        if self.batches_per_epoch == 0:
+            raise ValueError(f"{data_cfg.train_manifest}: no training batches")
+        self.dev_loader = None
+        if data_cfg.dev_manifest:
+            self.dev_loader = build_eval_loader(
+                data_cfg.dev_manifest, data_cfg.max_batch_seconds, data_cfg.max_batch_size,
+                data_cfg.num_workers, data_cfg.on_bad_audio, data_cfg.max_dev_batches,
+            )
+        self.pos = _Position(skipped=len(skipped_lines))
+        self.ckpt_root = self.out_dir / "checkpoints"
+        self.log_path = self.out_dir / "train_log.jsonl"
+        self.best_metric = getattr(method, "best_metric", None)
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def restore(self) -> bool:
+        """Load the latest checkpoint (model, optimizer, scheduler, RNG, data position)."""
+        ckpt = latest_checkpoint(self.ckpt_root)
+        if ckpt is None:
+            log.warning("--resume: no checkpoint under %s, starting from scratch", self.ckpt_root)
+            return False
+        state = load_checkpoint(ckpt, self.accelerator.process_index)
+        self.unwrapped.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        ts = state["trainer_state"]
+        self.scheduler.load_state_dict(ts["scheduler"])
+        self.pos = _Position(
+            ts["step"], ts["epoch"], ts["batch_in_epoch"], ts.get("best"), ts.get("audio_seconds", 0.0),
+            ts.get("skipped", self.pos.skipped),
+        )
+        set_rng_state(*state["rng"])
+        log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt, self.pos.step, self.pos.epoch,
+                 self.pos.batch_in_epoch)
+        return True
+
+    def trainer_state(self) -> dict:
+        p = self.pos
+        return {
+            "step": p.step, "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch,
+            "scheduler": self.scheduler.state_dict(), "best": p.best, "audio_seconds": p.audio_seconds,
+            "skipped": p.skipped, "world_size": self.accelerator.num_processes,
+            "method": getattr(self.method, "name", "?"),
+        }
+
+    def save_checkpoint(self) -> None:
+        save_checkpoint(
+            self.ckpt_root, self.pos.step,
+            self.unwrapped.state_dict() if self.is_main else None,
+            self.optimizer.state_dict() if self.is_main else None,
+            self.trainer_state(), self.accelerator.process_index, self.is_main, self.accelerator.wait_for_everyone,
+            self.cfg.keep_checkpoints,
+        )
+
+    # -- logging and validation -------------------------------------------------------------------
+
+    def write_log(self, record: dict) -> None:
+        if self.is_main:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record.get("step"))
+
+    def validate(self) -> dict[str, float]:
+        """Dev metrics (main process); keeps the best artefact when the method names a best metric."""
+        metrics: dict[str, float] = {}
+        if self.is_main and self.dev_loader is not None:
+            was_training = self.unwrapped.training
+            self.unwrapped.eval()
+            with self.accelerator.autocast():
+                metrics = self.method.validate(
+                    self.unwrapped, (b.to(self.accelerator.device) for b in self.dev_loader)
+                )
+            self.unwrapped.train(was_training)
+            self.write_log({"step": self.pos.step, "split": "dev", **metrics})
+            log.info("step %d dev: %s", self.pos.step, _fmt(metrics))
+            if self.best_metric is not None and self.best_metric[0] in metrics:
+                self._keep_if_best(metrics)
+        self.accelerator.wait_for_everyone()
+        return metrics
+
+    def save_artifact(self) -> Path:
+        """The method's artefact in OUT/model, written whole or not at all (a kill mid-write keeps the
+        previous one)."""
+        final = self.out_dir / "model"
+        with atomic_dir(final) as tmp:
+            self.method.save_artifact(self.unwrapped, tmp)
+        return final
+
+    def _keep_if_best(self, metrics: dict[str, float]) -> None:
+        name, mode = self.best_metric
+        value = metrics[name]
+        best = self.pos.best
+        # Ties go to the later model: early in CTC training WER sits at 1.0 while CER still falls.
+        if best is None or (value <= best if mode == "min" else value >= best):
+            self.pos.best = value
+            self.save_artifact()
+            log.info("new best %s=%.4f: wrote %s", name, value, self.out_dir / "model")
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def train_step(self, batch, sync: bool) -> tuple[torch.Tensor, dict[str, float]]:
+        """Forward and backward of one micro-batch (gradients synchronised only when ``sync``)."""
+        ctx = contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model)
+        with ctx, self.accelerator.autocast():
+            loss, metrics = self.method.compute_loss(self.model, batch, self.pos.step)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite loss at step {self.pos.step} (batch {batch.ids[:3]}...): lower optim.lr, "
+                    "check the input audio, or use mixed_precision=no"
+                )
+            self.accelerator.backward(loss.float() / self.cfg.grad_accum)
+        return loss, metrics
+
+    def optimizer_step(self):
+        grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.optim_cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.pos.step += 1
+        return grad_norm
+
+    def run(self, resume: bool = False) -> TrainResult:
+        if resume:
+            self.restore()
+        if self.is_main and self.run_config is not None:
+            atomic_write_json(self.out_dir / "run_config.json", self.run_config)
+        if self.accelerator.trackers:
+            self.accelerator.init_trackers("speechdistill", config=_flat(self.run_config or {}))
+        t0 = time.perf_counter()
+        interrupted, last_metrics = self._loop()
+        self.save_checkpoint()
+        return self.finish(interrupted, last_metrics, time.perf_counter() - t0)
+
+    def _loop(self) -> tuple[bool, dict[str, float]]:
+        cfg, pos = self.cfg, self.pos
+        self.model.train()
+        pbar = tqdm(
+            total=cfg.steps, initial=pos.step, desc=getattr(self.method, "name", "train"),
+            disable=not (self.is_main and cfg.progress), dynamic_ncols=True, smoothing=0.1,
+        )
+        start_step = pos.step
+        window_audio, window_t = 0.0, time.perf_counter()
+        last_metrics: dict[str, float] = {}
+        interrupted = False
+        micro = 0
+        with _StopFlag() as stop:
+            while pos.step < cfg.steps and not interrupted:
+                self.sampler.set_epoch(pos.epoch, pos.batch_in_epoch)
+                for batch in self.loader:
+                    raise_if_bad(batch, self.data_cfg.on_bad_audio)
+                    pos.batch_in_epoch += 1
+                    pos.skipped += len(batch.skipped)
+                    if len(batch) == 0:
+                        continue
+                    batch = batch.to(self.accelerator.device)
+                    sync = (micro + 1) % cfg.grad_accum == 0
+                    loss, metrics = self.train_step(batch, sync)
+                    micro += 1
+                    window_audio += batch.audio_seconds * self.accelerator.num_processes
+                    if not sync:
+                        continue
+                    grad_norm = self.optimizer_step()
+                    pbar.update(1)
+                    last_metrics = {"loss": float(loss.detach()), **metrics}
+                    if pos.step % cfg.log_every == 0 or pos.step == cfg.steps:
+                        now = time.perf_counter()
+                        speed = window_audio / max(now - window_t, 1e-9)
+                        pos.audio_seconds += window_audio
+                        window_audio, window_t = 0.0, now
+                        self.write_log({
+                            "step": pos.step, "split": "train", **last_metrics,
+                            "lr": self.scheduler.get_last_lr()[0],
+                            "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                            "audio_sec_per_sec": speed, "epoch": pos.epoch,
+                        })
+                        pbar.set_postfix(loss=f"{last_metrics['loss']:.3f}", audio_s_per_s=f"{speed:.1f}")
+                    if cfg.val_every and pos.step % cfg.val_every == 0 and pos.step < cfg.steps:
+                        self.validate()
+                    if cfg.save_every and pos.step % cfg.save_every == 0 and pos.step < cfg.steps:
+                        self.save_checkpoint()
+                    if stop.signal is not None or (cfg.stop_after and pos.step - start_step >= cfg.stop_after):
+                        interrupted = True
+                        break
+                    if pos.step >= cfg.steps:
+                        break
+                else:
+                    pos.epoch += 1
+                    pos.batch_in_epoch = 0
+                    continue
+                # Broke out mid-epoch (finished, stopped or interrupted): a full epoch ending exactly here
+                # must still roll over so a resume starts the next epoch.
+                if pos.batch_in_epoch >= self.batches_per_epoch:
+                    pos.epoch += 1
+                    pos.batch_in_epoch = 0
+        pbar.close()
+        return interrupted, last_metrics
+
+    def finish(self, interrupted: bool, last_metrics: dict[str, float], elapsed: float) -> TrainResult:
+        """Final validation, the artefact (unless a best one was kept) and train_summary.json."""
+        final_metrics = dict(last_metrics)
+        artifact = None
+        pos = self.pos
+        if not interrupted:
+            final_metrics.update(self.validate())
+            if self.is_main:
+                if self.best_metric is None or pos.best is None:
+                    self.save_artifact()
+                artifact = self.out_dir / "model"
+                atomic_write_json(self.out_dir / "train_summary.json", {
+                    "step": pos.step, "metrics": final_metrics, "train_seconds": elapsed,
+                    "audio_seconds_seen": pos.audio_seconds, "skipped_utterances": pos.skipped,
+                    "best": pos.best, "num_processes": self.accelerator.num_processes,
+                    "mixed_precision": self.accelerator.mixed_precision,
+                })
+            if pos.skipped:
+                log.warning("skipped %d bad utterance(s) in total (see warnings above)", pos.skipped)
+        else:
+            log.warning("stopped at step %d; continue with --resume", pos.step)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
+        return TrainResult(pos.step, final_metrics, self.out_dir, interrupted, artifact)
+
+
 def train(
     method: Method,
     train_cfg: TrainConfig,
@@ -126,215 +396,8 @@ def train(
     resume: bool = False,
     run_config: dict | None = None,
 ) -> TrainResult:
-    from accelerate.utils import set_seed
-
-    out_dir = Path(out_dir)
-    accelerator = _make_accelerator(train_cfg, out_dir)
-    is_main = accelerator.is_main_process
-    if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-    set_seed(train_cfg.seed, device_specific=True)
-
-    if hasattr(method, "setup"):
-        method.setup(accelerator.device)
-    model = method.build_model()
-    groups = method.param_groups(model, optim_cfg.lr, optim_cfg.weight_decay)
-    optimizer = build_optimizer(groups, optim_cfg)
-    scheduler = build_scheduler(optimizer, train_cfg.steps, optim_cfg)
-    # The scheduler is stepped by us once per optimizer step, not prepared: accelerate's wrapper steps
-    # it once per process, which would silently shorten warm-up on many GPUs.
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
-
-    loader, sampler, skipped_lines = build_train_loader(
-        data_cfg, seed=train_cfg.seed, rank=accelerator.process_index, world_size=accelerator.num_processes
-    )
-    batches_per_epoch = len(sampler)
-    if batches_per_epoch == 0:
-        raise ValueError(f"{data_cfg.train_manifest}: no training batches")
-
-    ckpt_root = out_dir / "checkpoints"
-    step, epoch, batch_in_epoch = 0, 0, 0
-    best: float | None = None
-    audio_seconds_total = 0.0
-    skipped_total = len(skipped_lines)
-    if resume:
-        ckpt = latest_checkpoint(ckpt_root)
-        if ckpt is None:
-            log.warning("--resume: no checkpoint under %s, starting from scratch", ckpt_root)
-        else:
-            state = load_checkpoint(ckpt, accelerator.process_index)
-            unwrapped.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            ts = state["trainer_state"]
-            scheduler.load_state_dict(ts["scheduler"])
-            step, epoch, batch_in_epoch = ts["step"], ts["epoch"], ts["batch_in_epoch"]
-            best = ts.get("best")
-            audio_seconds_total = ts.get("audio_seconds", 0.0)
-            skipped_total = ts.get("skipped", skipped_total)
-            set_rng_state(*state["rng"])
-            log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt, step, epoch, batch_in_epoch)
-
-    if is_main and run_config is not None:
-        atomic_write_json(out_dir / "run_config.json", run_config)
-    if accelerator.trackers:
-        accelerator.init_trackers("speechdistill", config=_flat(run_config or {}))
-
-    best_metric = getattr(method, "best_metric", None)
-    log_path = out_dir / "train_log.jsonl"
-    dev_loader = None
-    if data_cfg.dev_manifest:
-        dev_loader = build_eval_loader(
-            data_cfg.dev_manifest, data_cfg.max_batch_seconds, data_cfg.max_batch_size,
-            data_cfg.num_workers, data_cfg.on_bad_audio, data_cfg.max_dev_batches,
-        )
-
-    def trainer_state() -> dict:
-        return {
-            "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "scheduler": scheduler.state_dict(),
-            "best": best, "audio_seconds": audio_seconds_total, "skipped": skipped_total,
-            "world_size": accelerator.num_processes, "method": getattr(method, "name", "?"),
-        }
-
-    def checkpoint() -> None:
-        save_checkpoint(
-            ckpt_root, step,
-            unwrapped.state_dict() if is_main else None,
-            optimizer.state_dict() if is_main else None,
-            trainer_state(), accelerator.process_index, is_main, accelerator.wait_for_everyone,
-            train_cfg.keep_checkpoints,
-        )
-
-    def write_log(record: dict) -> None:
-        if is_main:
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-        accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record.get("step"))
-
-    def run_validation() -> dict[str, float]:
-        nonlocal best
-        metrics: dict[str, float] = {}
-        if is_main and dev_loader is not None:
-            was_training = unwrapped.training
-            unwrapped.eval()
-            with accelerator.autocast():
-                metrics = method.validate(unwrapped, (b.to(accelerator.device) for b in dev_loader))
-            unwrapped.train(was_training)
-            write_log({"step": step, "split": "dev", **metrics})
-            log.info("step %d dev: %s", step, _fmt(metrics))
-            if best_metric is not None and best_metric[0] in metrics:
-                name, mode = best_metric
-                value = metrics[name]
-                # Ties go to the later model: early in CTC training WER sits at 1.0 while CER still falls.
-                if best is None or (value <= best if mode == "min" else value >= best):
-                    best = value
-                    method.save_artifact(unwrapped, out_dir / "model")
-                    log.info("new best %s=%.4f: wrote %s", name, value, out_dir / "model")
-        accelerator.wait_for_everyone()
-        return metrics
-
-    model.train()
-    pbar = tqdm(
-        total=train_cfg.steps, initial=step, desc=getattr(method, "name", "train"),
-        disable=not (is_main and train_cfg.progress), dynamic_ncols=True, smoothing=0.1,
-    )
-    start_step = step
-    t0 = time.perf_counter()
-    window_audio, window_t = 0.0, time.perf_counter()
-    last_metrics: dict[str, float] = {}
-    interrupted = False
-    micro = 0
-    accum = train_cfg.grad_accum
-    with _StopFlag() as stop:
-        while step < train_cfg.steps and not interrupted:
-            sampler.set_epoch(epoch, batch_in_epoch)
-            for batch in loader:
-                raise_if_bad(batch, data_cfg.on_bad_audio)
-                batch_in_epoch += 1
-                if batch.skipped:
-                    skipped_total += len(batch.skipped)
-                if len(batch) == 0:
-                    continue
-                batch = batch.to(accelerator.device)
-                sync_now = (micro + 1) % accum == 0
-                ctx = contextlib.nullcontext() if sync_now else accelerator.no_sync(model)
-                with ctx, accelerator.autocast():
-                    loss, metrics = method.compute_loss(model, batch, step)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"non-finite loss at step {step} (batch {batch.ids[:3]}...): lower optim.lr, "
-                            "check the input audio, or use mixed_precision=no"
-                        )
-                    accelerator.backward(loss.float() / accum)
-                micro += 1
-                window_audio += batch.audio_seconds * accelerator.num_processes
-                if not sync_now:
-                    continue
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), optim_cfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                pbar.update(1)
-                last_metrics = {"loss": float(loss.detach()), **metrics}
-                if step % train_cfg.log_every == 0 or step == train_cfg.steps:
-                    now = time.perf_counter()
-                    speed = window_audio / max(now - window_t, 1e-9)
-                    audio_seconds_total += window_audio
-                    window_audio, window_t = 0.0, now
-                    record = {
-                        "step": step, "split": "train", **last_metrics,
-                        "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                        "audio_sec_per_sec": speed, "epoch": epoch,
-                    }
-                    write_log(record)
-                    pbar.set_postfix(loss=f"{last_metrics['loss']:.3f}", audio_s_per_s=f"{speed:.1f}")
-                if train_cfg.val_every and step % train_cfg.val_every == 0 and step < train_cfg.steps:
-                    run_validation()
-                if train_cfg.save_every and step % train_cfg.save_every == 0 and step < train_cfg.steps:
-                    checkpoint()
-                if stop.signal is not None or (train_cfg.stop_after and step - start_step >= train_cfg.stop_after):
-                    interrupted = True
-                    break
-                if step >= train_cfg.steps:
-                    break
-            else:
-                epoch += 1
-                batch_in_epoch = 0
-                continue
-            # Broke out mid-epoch (finished, stopped or interrupted): a full epoch ending exactly here
-            # must still roll over so a resume starts the next epoch.
-            if batch_in_epoch >= batches_per_epoch:
-                epoch += 1
-                batch_in_epoch = 0
-    pbar.close()
-
-    checkpoint()
-    final_metrics = dict(last_metrics)
-    artifact = None
-    if not interrupted:
-        final_metrics.update(run_validation())
-        if is_main:
-            if best_metric is None or best is None:
-                method.save_artifact(unwrapped, out_dir / "model")
-            artifact = out_dir / "model"
-        elapsed = time.perf_counter() - t0
-        if is_main:
-            summary = {
-                "step": step, "metrics": final_metrics, "train_seconds": elapsed,
-                "audio_seconds_seen": audio_seconds_total, "skipped_utterances": skipped_total,
-                "best": best, "num_processes": accelerator.num_processes,
-                "mixed_precision": accelerator.mixed_precision,
-            }
-            atomic_write_json(out_dir / "train_summary.json", summary)
-        if skipped_total:
-            log.warning("skipped %d bad utterance(s) in total (see warnings above)", skipped_total)
-    else:
-        log.warning("stopped at step %d; continue with --resume", step)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return TrainResult(step, final_metrics, out_dir, interrupted, artifact)
+    """Train ``method`` to ``train_cfg.steps`` (or until interrupted); see ``Trainer``."""
+    return Trainer(method, train_cfg, optim_cfg, data_cfg, out_dir, run_config).run(resume)
 
 
 def _fmt(metrics: dict[str, float]) -> str:

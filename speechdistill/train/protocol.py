@@ -8,32 +8,13 @@ how to validate, and how to write the final artefact.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-
-@dataclass
-class Batch:
-    wav: torch.Tensor  # [B, S] float32, zero-padded
-    lengths: torch.Tensor  # [B] long, valid samples
-    ids: list[str] = field(default_factory=list)
-    texts: list[str | None] = field(default_factory=list)
-    # (path, reason) of utterances dropped from this batch under on_bad_audio=skip
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-    def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.wav.to(device), self.lengths.to(device), self.ids, self.texts, self.skipped)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def audio_seconds(self) -> float:
-        return float(self.lengths.sum()) / 16000.0
+from speechdistill.data.batch import Batch
 
 
 class Method(Protocol):

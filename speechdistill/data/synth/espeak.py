@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from speechdistill.data.errors import BadInputError
+
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'speechdistill[tts]'"
@@ -121,7 +123,7 @@ FEMALE_VARIANTS = (
 )
 
 
-class EspeakUnavailableError(RuntimeError):
+class EspeakUnavailableError(BadInputError):
     """The eSpeak NG library or its data is missing."""
 
 

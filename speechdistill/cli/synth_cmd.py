@@ -1,4 +1,4 @@
-"""``speechdistill data synth``: the offline synthetic corpus, registered under ``speechdistill data``."""
+"""``speechdistill data synth``: the offline synthetic corpus (registered under ``speechdistill data``)."""
 
 from __future__ import annotations
 
@@ -77,23 +77,11 @@ def register(data_subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
 
 def run(args: argparse.Namespace) -> int:
     from speechdistill.data.synth.corpus import synthesize_corpus
-    from speechdistill.data.synth.espeak import EspeakUnavailableError
 
-    try:
-        summary = synthesize_corpus(
-            args.out,
-            args.hours,
-            seed=args.seed,
-            text=args.text,
-            num_workers=args.num_workers,
-            num_speakers=args.num_speakers,
-            dev_fraction=args.dev_fraction,
-            test_fraction=args.test_fraction,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )
-    except EspeakUnavailableError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=2))
+    summary = synthesize_corpus(
+        args.out, args.hours, seed=args.seed, text=args.text, num_workers=args.num_workers,
+        num_speakers=args.num_speakers, dev_fraction=args.dev_fraction, test_fraction=args.test_fraction,
+        overwrite=args.overwrite, progress=not args.no_progress,
+    )
+    sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     return 0

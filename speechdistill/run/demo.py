@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from speechdistill.config import from_dict, to_dict
+from speechdistill.config import to_dict
 from speechdistill.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -36,12 +36,8 @@ class DemoConfig:
     distill_lr: float = 1e-3
     max_batch_seconds: float = 24.0
     threads: int = 0  # 0: torch's default
+    # A smoke run (recipe demo/quick): the report says its numbers are not meaningful.
     quick: bool = False
-    extra_distill: list[str] = field(default_factory=list)
-
-    @classmethod
-    def quick_mode(cls, out: str) -> DemoConfig:
-        return cls(out=out, hours=0.02, distill_steps=4, ctc_steps=4, quick=True)
 
 
 class Stages:
@@ -70,37 +66,42 @@ class Stages:
 
 
 def _distill(cfg: DemoConfig, method: str, manifests: dict, out: Path, teacher_layers: int) -> Path:
-    from speechdistill.config import load_config
-    from speechdistill.distill import DistillConfig, run_distill
+    from speechdistill.config import load_config, validated
+    from speechdistill.run.distill import DistillConfig, run_distill
 
     every = max(1, teacher_layers // 2)
     targets = list(range(every, teacher_layers + 1, every))
-    overrides = [
-        f"method={method}", f"teacher={cfg.teacher}", f"out_dir={out}",
-        f"data.train_manifest={manifests['train']}", f"data.dev_manifest={manifests['dev']}",
-        f"data.max_batch_seconds={cfg.max_batch_seconds}", f"train.steps={cfg.distill_steps}",
-        f"train.seed={cfg.seed}", f"optim.lr={cfg.distill_lr}", "train.val_every=0",
-        f"train.save_every={max(cfg.distill_steps // 2, 1)}", f"train.log_every={max(1, min(10, cfg.distill_steps))}",
-        f"distilhubert.targets={targets}", f"gendistiller.targets={targets}", *cfg.extra_distill,
-    ]
-    dcfg = load_config(DistillConfig, "tiny_cpu", overrides)
-    run_distill(dcfg)
+    base = load_config(DistillConfig, "tiny_cpu", command="distill", validate=False)
+    dcfg = replace(
+        base, method=method, teacher=cfg.teacher, out_dir=str(out),
+        data=replace(base.data, train_manifest=manifests["train"], dev_manifest=manifests["dev"],
+                     max_batch_seconds=cfg.max_batch_seconds),
+        train=replace(base.train, steps=cfg.distill_steps, seed=cfg.seed, val_every=0,
+                      save_every=max(cfg.distill_steps // 2, 1), log_every=max(1, min(10, cfg.distill_steps))),
+        optim=replace(base.optim, lr=cfg.distill_lr),
+        distilhubert=replace(base.distilhubert, targets=targets),
+        gendistiller=replace(base.gendistiller, targets=targets),
+    )
+    run_distill(validated(dcfg))
     return out / "model"
 
 
-def _finetune(cfg: DemoConfig, upstream: str, manifests: dict, out: Path):
-    from speechdistill.methods.ctc import finetune_config_from_dict, run_finetune
+def _finetune(cfg: DemoConfig, upstream: str, manifests: dict, out: Path) -> Path:
+    from speechdistill.config import load_config, validated
+    from speechdistill.run.finetune import FinetuneConfig, run_finetune
 
-    fcfg = finetune_config_from_dict({
-        "out_dir": str(out),
-        "ctc": {"upstream": upstream, "head": {"head": cfg.ctc_head, "lstm_hidden": cfg.ctc_lstm_hidden, "lstm_layers": 1}},
-        "data": {"train_manifest": manifests["train"], "dev_manifest": manifests["dev"],
-                 "max_batch_seconds": cfg.max_batch_seconds, "max_dev_batches": 4},
-        "optim": {"lr": cfg.ctc_lr, "warmup_ratio": 0.1},
-        "train": {"steps": cfg.ctc_steps, "seed": cfg.seed, "val_every": max(cfg.ctc_steps // 3, 1),
-                  "log_every": max(1, min(10, cfg.ctc_steps))},
-    })
-    run_finetune(fcfg)
+    base = load_config(FinetuneConfig, "demo_head", command="finetune-ctc", validate=False)
+    fcfg = replace(
+        base, out_dir=str(out),
+        ctc=replace(base.ctc, upstream=upstream,
+                    head=replace(base.ctc.head, head=cfg.ctc_head, lstm_hidden=cfg.ctc_lstm_hidden)),
+        data=replace(base.data, train_manifest=manifests["train"], dev_manifest=manifests["dev"],
+                     max_batch_seconds=cfg.max_batch_seconds),
+        optim=replace(base.optim, lr=cfg.ctc_lr),
+        train=replace(base.train, steps=cfg.ctc_steps, seed=cfg.seed, val_every=max(cfg.ctc_steps // 3, 1),
+                      log_every=max(1, min(10, cfg.ctc_steps))),
+    )
+    run_finetune(validated(fcfg))
     return out / "model"
 
 
@@ -174,6 +175,3 @@ def run_demo(cfg: DemoConfig) -> dict:
     log.info("demo finished in %.0f s: %s", total, out / "report.md")
     return summary
 
-
-def demo_config(overrides: dict) -> DemoConfig:
-    return from_dict(DemoConfig, overrides)

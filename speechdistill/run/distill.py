@@ -37,9 +37,9 @@ class DistillConfig:
 
 
 def build_method(cfg: DistillConfig):
-    from speechdistill.models.builtin import resolve_teacher
+    from speechdistill.models.load import load_teacher
 
-    teacher = resolve_teacher(cfg.teacher, seed=cfg.train.seed)
+    teacher = load_teacher(cfg.teacher, seed=cfg.train.seed)
     info = {"recipe": to_dict(cfg)}
     if cfg.method == "distilhubert":
         return DistilHuBERTMethod(teacher, cfg.distilhubert, info)

@@ -1,0 +1,63 @@
+"""``speechdistill export``: ONNX (fp32, optional int8) or safetensors, kept only if parity passes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from speechdistill.config import ConfigError
+from speechdistill.export.parity import ParityOptions
+
+MIN_OPSET, MAX_OPSET = 14, 20  # SDPA needs 14; the TorchScript exporter in torch 2.13 stops at 20
+INT8_OP_TYPES = ("MatMul", "Gemm", "Conv")
+
+
+@dataclass
+class ExportConfig:
+    # Encoder directory (anything load_encoder reads, or builtin:NAME), or a CTC model directory.
+    model: str = ""
+    format: Literal["onnx", "safetensors"] = "onnx"
+    out: str = ""
+    int8: bool = False  # ONNX only: also write model.int8.onnx
+    # ONNX op types quantized with int8 (MatMul,Gemm = transformer and projections; Conv = the CNN).
+    int8_ops: list[str] = field(default_factory=lambda: ["MatMul", "Gemm"])
+    with_ctc_head: bool = False
+    opset: int = 17
+    outputs: str = "last"  # last | all | comma-separated hidden-state indices
+    trace_seconds: float = 1.0
+    parity: ParityOptions = field(default_factory=ParityOptions)
+
+    def validate(self) -> None:
+        if not self.model:
+            raise ConfigError("model is required (--model DIR)")
+        if not self.out:
+            raise ConfigError("out is required (--out DIR)")
+        if self.format == "safetensors" and self.int8:
+            raise ConfigError("--int8 applies to --format onnx only (safetensors exports are fp32 checkpoints)")
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise ConfigError(f"--opset {self.opset} is outside the supported {MIN_OPSET}..{MAX_OPSET}")
+        if self.trace_seconds < 0.1:
+            raise ConfigError("--trace-seconds must be at least 0.1")
+        unknown = [op for op in self.int8_ops if op not in INT8_OP_TYPES]
+        if unknown or (self.int8 and not self.int8_ops):
+            raise ConfigError(
+                f"--int8-ops {','.join(self.int8_ops) or '(empty)'}: unknown op type(s) {', '.join(unknown) or '-'}; "
+                f"choose from {', '.join(INT8_OP_TYPES)}"
+            )
+
+
+def run_export(cfg: ExportConfig):
+    """Export and check parity; raises ParityError (after writing parity.json) on a failed check."""
+    if cfg.format == "onnx":
+        from speechdistill.export.onnx_export import OnnxExportOptions, export_onnx
+
+        options = OnnxExportOptions(
+            opset=cfg.opset, outputs=cfg.outputs, int8=cfg.int8, int8_op_types=tuple(cfg.int8_ops),
+            with_ctc_head=cfg.with_ctc_head, trace_seconds=cfg.trace_seconds, parity=cfg.parity,
+        )
+        return export_onnx(cfg.model, cfg.out, options)
+    from speechdistill.export.safetensors_export import SafetensorsExportOptions, export_safetensors
+
+    return export_safetensors(
+        cfg.model, cfg.out, SafetensorsExportOptions(with_ctc_head=cfg.with_ctc_head, parity=cfg.parity)
+    )

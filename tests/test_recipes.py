@@ -1,0 +1,57 @@
+"""Every shipped recipe runs one step of its job on tiny data.
+
+Each command gets the overrides that make its recipes tiny (a tiny teacher or model, the tone corpus,
+one step); everything else comes from the recipe itself, so a recipe whose keys or values no longer fit
+its config, or whose job breaks, fails here.
+"""
+
+import pytest
+
+from speechdistill.asr.ctc_model import CTCHeadConfig, CTCModel
+from speechdistill.asr.vocab import CharVocab
+from speechdistill.cli.main import main
+from speechdistill.config import list_recipes
+from speechdistill.data.manifest import read_manifest
+from speechdistill.models.factory import tiny_encoder
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tone_corpus):
+    root = tmp_path_factory.mktemp("models")
+    tiny_encoder("hubert", num_layers=4, seed=1).save_pretrained(root / "encoder")
+    texts = [u.text for u in read_manifest(tone_corpus["train"])]
+    CTCModel(tiny_encoder("hubert", num_layers=2, seed=2), CharVocab.build(texts), CTCHeadConfig(head="linear")) \
+        .save_pretrained(root / "ctc")
+    return {"encoder": str(root / "encoder"), "ctc": str(root / "ctc")}
+
+
+def tiny_overrides(command: str, name: str, out, corpus, models) -> list[str]:
+    data = [f"data.train_manifest={corpus['train']}", f"data.dev_manifest={corpus['dev']}", "data.num_workers=0",
+            "data.max_batch_seconds=8", "data.max_dev_batches=1"]
+    train = ["train.steps=1", "train.val_every=0", "train.save_every=0", "train.progress=false"]
+    if command == "distill":
+        teacher = "tiny:wavlm" if "wavlm" in name else "tiny:hubert"
+        return [f"teacher={teacher}", f"out_dir={out}", "distilhubert.targets=[2,4]", "gendistiller.targets=[2,4]",
+                "gendistiller.decoder_heads=4", "gendistiller.decoder_ffn_dim=32", "data.crop_seconds=0.5", *data,
+                *train]
+    if command == "finetune-ctc":
+        upstream = [] if name == "reference_teacher" else [f"ctc.upstream={models['encoder']}"]
+        return [*upstream, f"out_dir={out}", *data, *train]
+    if command == "prune":
+        return [f"model={models['encoder']}", f"calib={corpus['dev']}", f"out={out}", "num_calib=4", "sketch_rows=0",
+                "keep_macs=0.95"]
+    if command == "export":
+        model = models["ctc"] if "ctc" in name else models["encoder"]
+        return [f"model={model}", f"out={out}", "parity.lengths_s=[0.7,1.3]", "parity.threads=1",
+                f"parity.manifest={corpus['dev']}", "parity.max_utterances=2", "parity.wer_utterances=4"]
+    if command == "evaluate":
+        return [f"model={models['ctc']}", f"manifest={corpus['dev']}", f"out={out}", "threads=1"]
+    if command == "demo":
+        return [f"out={out}", "hours=0.02", "distill_steps=1", "ctc_steps=1"]
+    raise AssertionError(f"no tiny overrides for {command} recipes: add them here so {command}/{name} is run")
+
+
+@pytest.mark.parametrize("command,name", list_recipes())
+def test_every_shipped_recipe_runs_one_step(command, name, tmp_path, tone_corpus, models):
+    argv = [command, name, *tiny_overrides(command, name, tmp_path / "out", tone_corpus, models)]
+    assert main(argv) == 0, f"speechdistill {' '.join(argv)}"

@@ -212,6 +212,8 @@ def train(
                 f.write(json.dumps(record) + "\n")
         accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record.get("step"))
 
+    dev_postfix: dict[str, str] = {}  # the latest dev loss, shown in the progress bar
+
     def run_validation() -> dict[str, float]:
         nonlocal best
         metrics: dict[str, float] = {}
@@ -223,6 +225,8 @@ def train(
             unwrapped.train(was_training)
             write_log({"step": step, "split": "dev", **metrics})
             log.info("step %d dev: %s", step, _fmt(metrics))
+            if "dev_loss" in metrics:
+                dev_postfix["dev_loss"] = f"{metrics['dev_loss']:.3f}"
             if best_metric is not None and best_metric[0] in metrics:
                 name, mode = best_metric
                 value = metrics[name]
@@ -289,7 +293,7 @@ def train(
                         "audio_sec_per_sec": speed, "epoch": epoch,
                     }
                     write_log(record)
-                    pbar.set_postfix(loss=f"{last_metrics['loss']:.3f}", audio_s_per_s=f"{speed:.1f}")
+                    pbar.set_postfix(loss=f"{last_metrics['loss']:.3f}", **dev_postfix, audio_s_per_s=f"{speed:.1f}")
                 if train_cfg.val_every and step % train_cfg.val_every == 0 and step < train_cfg.steps:
                     run_validation()
                 if train_cfg.save_every and step % train_cfg.save_every == 0 and step < train_cfg.steps:

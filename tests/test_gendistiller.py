@@ -491,3 +491,14 @@ def test_full_mask_student_exports_with_parity(tmp_path):
     res = export_onnx(tmp_path / "gd", tmp_path / "onnx",
                       OnnxExportOptions(outputs="all", parity=ParityOptions(lengths_s=(0.7, 1.3), threads=1)))
     assert res.passed and res.parity["fp32"].max_rel_err < 1e-4
+
+
+@torch.no_grad()
+def test_shorter_positional_conv_starts_from_the_teachers_centre_taps():
+    teacher = _teacher()
+    m = GenDistillerModel.from_teacher(teacher, pos_conv_kernel=8, target_layers=[2, 4])
+    t_conv, s_conv = teacher.model.encoder.pos_conv_embed.conv, m.frontend.encoder.pos_conv_embed.conv
+    assert t_conv.weight.shape[-1] == 16 and s_conv.weight.shape[-1] == 8
+    assert torch.allclose(s_conv.weight, t_conv.weight[..., 4:12], atol=1e-6)  # weight norm is per tap
+    with pytest.raises(ValueError, match="longer"):
+        GenDistillerModel.from_teacher(teacher, pos_conv_kernel=32)

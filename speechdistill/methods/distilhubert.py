@@ -36,7 +36,11 @@ from torch import nn
 from speechdistill.methods.base import DistillMethod, write_model_card
 from speechdistill.methods.losses import GradScale
 from speechdistill.models.encoder import EncoderOutput, HFEncoder
-from speechdistill.models.frontend import has_feature_norm_switch, student_hf_config
+from speechdistill.models.frontend import (
+    frontend_state_from_teacher,
+    has_feature_norm_switch,
+    student_hf_config,
+)
 from speechdistill.models.size import HEADS_FILE, student_parameters
 from speechdistill.models.teacher import FAMILIES, Teacher, family_of
 from speechdistill.train.protocol import Batch
@@ -64,6 +68,8 @@ class DistilHuBERTConfig:
     # HuBERT-family students only: keep the LayerNorm before the feature projection (the published
     # DistilHuBERT has none).
     feat_proj_layer_norm: bool = False
+    # Positional conv taps (0 = the teacher's); shorter ones start from the teacher kernel's centre taps.
+    pos_conv_kernel: int = 0
     cnn_grad_scale: float = 0.1
     freeze_cnn: bool = False
     cos_weight: float = 1.0
@@ -150,14 +156,16 @@ def build_student(teacher: Teacher, cfg: DistilHuBERTConfig) -> tuple[DistilHuBE
     init_layers = list(cfg.init_layers) or list(range(1, cfg.student_layers + 1))
     if cfg.layer_init == "teacher" and max(init_layers) > teacher.num_layers:
         raise ValueError(f"distilhubert init layers {init_layers} exceed the teacher's {teacher.num_layers} layers")
-    s_config = student_hf_config(t_model.config, cfg.student_layers, cfg.feat_proj_layer_norm)
+    s_config = student_hf_config(t_model.config, cfg.student_layers, cfg.feat_proj_layer_norm, cfg.pos_conv_kernel)
     _, model_cls = FAMILIES[family_of(s_config)]
     model = model_cls(s_config)
     t_state = t_model.state_dict()
     s_state = model.state_dict()
-    wanted: dict[str, str] = {}  # student key -> teacher key
+    new: dict[str, torch.Tensor] = {}
+    wanted: dict[str, str] = {}  # layer keys: student key -> teacher key
     if cfg.init_from_teacher:
-        wanted.update({k: k for k in s_state if not k.startswith("encoder.layers.")})
+        front = {k: v for k, v in s_state.items() if not k.startswith("encoder.layers.")}
+        new.update(frontend_state_from_teacher(t_state, front))
     if cfg.layer_init == "teacher":
         for i, t in enumerate(init_layers):
             prefix, t_prefix = f"encoder.layers.{i}.", f"encoder.layers.{t - 1}."
@@ -165,7 +173,7 @@ def build_student(teacher: Teacher, cfg: DistilHuBERTConfig) -> tuple[DistilHuBE
     bad = sorted(k for k, tk in wanted.items() if tk not in t_state or t_state[tk].shape != s_state[k].shape)
     if bad:
         raise RuntimeError(f"cannot initialise the student from the teacher: missing or mismatched {bad[:5]}")
-    new = {k: t_state[tk] for k, tk in wanted.items()}
+    new.update({k: t_state[tk] for k, tk in wanted.items()})
     model.load_state_dict(new, strict=False)
     if cfg.freeze_cnn:
         model.feature_extractor.requires_grad_(False)
@@ -178,6 +186,8 @@ def build_student(teacher: Teacher, cfg: DistilHuBERTConfig) -> tuple[DistilHuBE
                            and cfg.init_from_teacher else "as the front end"),
         "layers": f"teacher layers {init_layers}" if cfg.layer_init == "teacher" else "random",
     }
+    if cfg.pos_conv_kernel:
+        record["pos_conv"] = f"{cfg.pos_conv_kernel} taps" + (" (teacher centre taps)" if cfg.init_from_teacher else "")
     return DistilHuBERTStudent(encoder, _heads_for(encoder, teacher.hidden_size, cfg), cfg.targets,
                                cfg.cnn_grad_scale), record
 

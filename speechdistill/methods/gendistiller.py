@@ -64,6 +64,8 @@ class GenDistillerMethodConfig:
     # feature-projection LayerNorm unless feat_proj_layer_norm (as DistilHuBERT's student).
     init_from_teacher: bool = True
     feat_proj_layer_norm: bool = False
+    # Positional conv taps (0 = the teacher's); shorter ones start from the teacher kernel's centre taps.
+    pos_conv_kernel: int = 0
     # Decoder blocks: random, or copies of teacher layers (one per block; default 1..decoder_layers).
     decoder_init: Literal["random", "teacher"] = "random"
     decoder_init_layers: list[int] = field(default_factory=list)
@@ -156,7 +158,7 @@ class GenDistillerMethod(DistillMethod):
     def build_model(self) -> nn.Module:
         c = self.cfg
         student = GenDistillerModel.from_teacher(self.teacher, feat_proj_layer_norm=c.feat_proj_layer_norm,
-                                                 **self.student_kwargs())
+                                                 pos_conv_kernel=c.pos_conv_kernel, **self.student_kwargs())
         if not c.init_from_teacher:
             student.frontend.apply(student._init_weights)
         record: dict[str, Any] = {
@@ -164,6 +166,8 @@ class GenDistillerMethod(DistillMethod):
             "feat_proj_layer_norm": bool(student.config.frontend_config.get("feat_proj_layer_norm", True)),
             "decoder": "random",
         }
+        if c.pos_conv_kernel:
+            record["pos_conv"] = f"{c.pos_conv_kernel} taps" + (" (teacher centre taps)" if c.init_from_teacher else "")
         if c.decoder_init == "teacher":
             t = student.init_decoder_from_teacher(self.teacher.encoder, c.decoder_init_layers or None,
                                                   c.first_step_init_layers or None)

@@ -39,6 +39,7 @@ Design (GenDistiller, arXiv 2310.13418 / 2406.09444; what the papers leave open 
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,7 +53,11 @@ from transformers import PretrainedConfig, PreTrainedModel
 from speechdistill.models.attention2d import BLOCK_NORMS, MASK_KINDS, DecoderBlock, KVCache
 from speechdistill.models.encoder import EncoderOutput, HFEncoder, base_model_of, hf_encode
 from speechdistill.models.frames import frame_mask
-from speechdistill.models.frontend import frontend_state_from_teacher, has_feature_norm_switch
+from speechdistill.models.frontend import (
+    frontend_state_from_teacher,
+    has_feature_norm_switch,
+    set_pos_conv_kernel,
+)
 from speechdistill.models.size import count_parameters
 
 log = logging.getLogger(__name__)
@@ -194,6 +199,24 @@ class GenDistillerTrainOutput:
     @property
     def frame_mask(self) -> torch.Tensor:
         return frame_mask(self.frame_lengths, self.predictions.shape[2])
+
+
+def _unwrap_teacher(teacher: nn.Module) -> tuple[str, bool | None, nn.Module]:
+    """(source, input normalisation or None, bare HF model) of a ``Teacher``, ``HFEncoder`` or HF model."""
+    from speechdistill.models.teacher import Teacher
+
+    source, normalize, enc = "", None, teacher
+    if isinstance(enc, Teacher):
+        source, enc = enc.source, enc.encoder
+    if isinstance(enc, HFEncoder):
+        normalize, enc = enc.normalize, enc.model
+    try:
+        return source, normalize, base_model_of(enc)
+    except TypeError:
+        raise TypeError(
+            f"a GenDistiller needs a HuBERT/WavLM/wav2vec2 teacher (Teacher, HFEncoder or HF model), got "
+            f"{type(teacher).__name__}"
+        ) from None
 
 
 class GenDistillerModel(PreTrainedModel):
@@ -426,38 +449,26 @@ class GenDistillerModel(PreTrainedModel):
 
     # ----------------------------------------------------------------------------------- building
     @classmethod
-    def from_teacher(cls, teacher_encoder: nn.Module, feat_proj_layer_norm: bool = False,
+    def from_teacher(cls, teacher_encoder: nn.Module, feat_proj_layer_norm: bool = False, pos_conv_kernel: int = 0,
                      **cfg_kwargs: Any) -> GenDistillerModel:
         """A student whose front end is a copy of the teacher's (CNN, projection, pos conv, encoder LN;
-        HuBERT front ends without the feature LayerNorm unless ``feat_proj_layer_norm``).
+        HuBERT front ends without the feature LayerNorm unless ``feat_proj_layer_norm``; a positional
+        conv of ``pos_conv_kernel`` taps, the teacher's centre taps, if given).
 
         ``teacher_encoder``: a ``Teacher``, an ``HFEncoder`` or an HF HuBERT/WavLM/wav2vec2 model.
         Unset decoder sizes follow the teacher: width and heads = the teacher's, FFN = 2/3 of the
         teacher's FFN (3072 -> 2048), targets = evenly spaced ending at the last layer ([4, 8, 12]).
         The decoder starts random; ``init_decoder_from_teacher`` copies teacher layers into it."""
-        from speechdistill.models.teacher import Teacher, family_of
+        from speechdistill.models.teacher import family_of
 
-        source = ""
-        enc = teacher_encoder
-        if isinstance(enc, Teacher):
-            source = enc.source
-            enc = enc.encoder
-        normalize = None
-        if isinstance(enc, HFEncoder):
-            normalize = enc.normalize
-            enc = enc.model
-        try:
-            hf_model = base_model_of(enc)
-        except TypeError:
-            raise TypeError(
-                f"from_teacher needs a HuBERT/WavLM/wav2vec2 teacher (Teacher, HFEncoder or HF model), got "
-                f"{type(teacher_encoder).__name__}"
-            ) from None
+        source, normalize, hf_model = _unwrap_teacher(teacher_encoder)
         tcfg = hf_model.config
         if normalize is None:
             normalize = getattr(tcfg, "feat_extract_norm", "group") == "layer"
+        fe_cfg = copy.deepcopy(tcfg)
+        set_pos_conv_kernel(fe_cfg, pos_conv_kernel)
         kw: dict[str, Any] = {
-            "frontend_config": frontend_config_dict(tcfg, feat_proj_layer_norm),
+            "frontend_config": frontend_config_dict(fe_cfg, feat_proj_layer_norm),
             "frontend_family": family_of(tcfg),
             "normalize_input": normalize,
             "teacher_hidden_size": tcfg.hidden_size,
@@ -477,14 +488,10 @@ class GenDistillerModel(PreTrainedModel):
         """Load the teacher's front-end weights; every front-end key must exist with the same shape."""
         src = base_model_of(teacher_model).state_dict()
         dst = self.frontend.state_dict()
-        mismatched = [f"{k}: {tuple(src[k].shape)} vs {tuple(v.shape)}" for k, v in dst.items()
-                      if k in src and src[k].shape != v.shape]
         try:
-            state = frontend_state_from_teacher(src, dst.keys())
+            state = frontend_state_from_teacher(src, dst)
         except ValueError as e:
             raise ValueError(f"teacher front end does not match the student's: {e}") from None
-        if mismatched:
-            raise ValueError(f"teacher front end does not match the student's: mismatched {mismatched[:5]}")
         self.frontend.load_state_dict(state, strict=True)
         log.info("copied %d front-end tensors from the teacher", len(dst))
 
@@ -498,7 +505,7 @@ class GenDistillerModel(PreTrainedModel):
         The layer embedding is zeroed so that step 1 sees x0 itself: with post-LN blocks, no skip and
         no output projection, ĥ1 is then exactly the copied teacher layer applied to x0.  Returns the
         record stored in the config and the student's info file."""
-        t_layers = base_model_of(teacher_model).encoder.layers
+        t_layers = _unwrap_teacher(teacher_model)[2].encoder.layers
         n = self.config.decoder_layers
 
         def resolve(spec: Sequence[int] | None, what: str) -> list[int]:

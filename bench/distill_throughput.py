@@ -35,8 +35,8 @@ def run_one(args) -> dict:
     from speechdistill.methods.gendistiller import GenDistillerMethod, GenDistillerMethodConfig
     from speechdistill.models.encoder import HFEncoder
     from speechdistill.models.factory import base_config, build_encoder
+    from speechdistill.models.size import count_parameters, student_parameters
     from speechdistill.models.teacher import Teacher
-    from speechdistill.report.stats import count_parameters
 
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -44,7 +44,8 @@ def run_one(args) -> dict:
     if args.student == "distilhubert":
         method = DistilHuBERTMethod(teacher, DistilHuBERTConfig(targets=[4, 8, 12]))
     else:
-        method = GenDistillerMethod(teacher, GenDistillerMethodConfig(targets=[4, 8, 12], mask=args.mask))
+        method = GenDistillerMethod(teacher, GenDistillerMethodConfig(
+            targets=[4, 8, 12], mask=args.mask, training_mode=args.training_mode))
     method.setup(dev)
     model = method.build_model().to(dev).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -83,7 +84,9 @@ def run_one(args) -> dict:
         "student": args.student, "device": args.device, "threads": args.threads, "batch": args.batch,
         "seconds_per_utt": args.seconds, "step_seconds_median": med,
         "audio_sec_per_sec": args.batch * args.seconds / med,
-        "student_params": count_parameters(model), "teacher_params": count_parameters(teacher),
+        "student_params": student_parameters(model).encoder, "head_params": student_parameters(model).heads,
+        "teacher_params": count_parameters(teacher),
+        "variant": ("expand-last heads" if args.student == "distilhubert" else f"{args.mask} mask, {args.training_mode}"),
         "step_tflops": flops / 1e12, "achieved_tflops_per_s": flops / med / 1e12,
         "mixed_precision": "bf16" if use_bf16 else "fp32",
     }
@@ -107,6 +110,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     ap.add_argument("--family", default="hubert", choices=["hubert", "wavlm"], help="teacher family (Base shape)")
     ap.add_argument("--mask", default="full", choices=["full", "previous", "axial"], help="GenDistiller mask")
+    ap.add_argument("--training-mode", default="free_running", choices=["teacher_forced", "free_running"],
+                    help="GenDistiller training mode")
     ap.add_argument("--peak-tflops", type=float, default=0.0, help="device peak (bf16 dense) for MFU, e.g. 989 on H100")
     ap.add_argument("--students", default=",".join(STUDENTS), help="comma-separated students to run")
     ap.add_argument("--out", default="bench/out/distill_throughput", help="output prefix (.json and .md)")
@@ -128,13 +133,15 @@ def main() -> None:
     lines = [
         (f"Distillation step throughput ({args.device}, {args.threads} threads, batch {args.batch} x {args.seconds} s, "
          f"HuBERT-Base-shaped {args.family} teacher, random weights)"), "",
-        "| student | params (M) | step s (median) | audio s / s | vs DistilHuBERT | peak mem (MB) | TFLOP/step | MFU |",
-        "|---|---|---|---|---|---|---|---|",
+        ("| student | variant | params (M) | + heads (M) | step s (median) | audio s / s | vs DistilHuBERT "
+         "| peak mem (MB) | TFLOP/step | MFU |"),
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         mfu = f"{r['mfu'] * 100:.1f}%" if "mfu" in r else "-"
         lines.append(
-            f"| {r['student']} | {r['student_params'] / 1e6:.2f} | {r['step_seconds_median']:.3f} | "
+            f"| {r['student']} | {r['variant']} | {r['student_params'] / 1e6:.2f} | {r['head_params'] / 1e6:.2f} | "
+            f"{r['step_seconds_median']:.3f} | "
             f"{r['audio_sec_per_sec']:.2f} | {r['audio_sec_per_sec'] / base['audio_sec_per_sec']:.2f}x | "
             f"{r['peak_mem_mb']:.0f} | {r['step_tflops']:.3f} | {mfu} |"
         )

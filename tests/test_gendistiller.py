@@ -7,17 +7,13 @@ import functools
 
 import pytest
 import torch
-from torch import nn
-from transformers import HubertModel
 
-from speechdistill.models.attention2d import MASK_KINDS, axial_attention, grid_mask
-from speechdistill.models.factory import base_config, tiny_encoder
+from speechdistill.models.attention2d import MASK_KINDS, axial_attention, dense_grid_mask
+from speechdistill.models.factory import tiny_encoder
 from speechdistill.models.frames import frame_mask
 from speechdistill.models.gendistiller import (
     GenDistillerConfig,
     GenDistillerModel,
-    count_parameters,
-    frontend_config_dict,
 )
 from speechdistill.models.load import load_encoder
 
@@ -125,7 +121,7 @@ def test_axial_factorised_equals_dense_mask():
     valid = frame_mask(torch.tensor([6, 4]), T)
     dense = torch.nn.functional.scaled_dot_product_attention(
         q.reshape(B, H, S * T, d), k.reshape(B, H, S * T, d), v.reshape(B, H, S * T, d),
-        attn_mask=grid_mask("axial", 0, S, 0, S, valid),
+        attn_mask=dense_grid_mask("axial", 0, S, 0, S, valid),
     ).view(B, H, S, T, d)
     fact = axial_attention(q, k, v, 0, 0, valid)
     assert torch.allclose(dense, fact, atol=1e-5)
@@ -136,12 +132,12 @@ def test_axial_factorised_equals_dense_mask():
 
 def test_grid_mask_patterns():
     valid = torch.ones(1, 2, dtype=torch.bool)
-    full = grid_mask("full", 0, 3, 0, 3, valid)[0, 0]
-    prev = grid_mask("previous", 0, 3, 0, 3, valid)[0, 0]
+    full = dense_grid_mask("full", 0, 3, 0, 3, valid)[0, 0]
+    prev = dense_grid_mask("previous", 0, 3, 0, 3, valid)[0, 0]
     # rows/cols are (step, frame) step-major: query step 2 (rows 4, 5)
     assert full[4].tolist() == [True] * 6
     assert prev[4].tolist() == [False, False, True, True, True, True]
-    axial = grid_mask("axial", 0, 3, 0, 3, valid)[0, 0]
+    axial = dense_grid_mask("axial", 0, 3, 0, 3, valid)[0, 0]
     assert axial[4].tolist() == [True, False, True, False, True, True]
 
 
@@ -182,7 +178,7 @@ def test_scheduled_sampling_extremes_and_gradients():
     m.train()
     out = m.forward_train(x0.requires_grad_(), tl, fl, sampling_prob=0.5, generator=torch.Generator().manual_seed(0))
     out.square().mean().backward()
-    assert m.blocks[0].attn.qkv.weight.grad.abs().sum() > 0 and x0.grad.abs().sum() > 0
+    assert m.blocks[0].attention.q_proj.weight.grad.abs().sum() > 0 and x0.grad.abs().sum() > 0
 
 
 @torch.no_grad()
@@ -264,7 +260,10 @@ def test_padded_and_unpadded_batches_agree(mask):
 @torch.no_grad()
 def test_from_teacher_copies_front_end(family, norm):
     teacher = _teacher(family, norm)
-    m = GenDistillerModel.from_teacher(teacher, dropout=0.0).eval()
+    default = GenDistillerModel.from_teacher(teacher, dropout=0.0)
+    # HuBERT front ends drop the feature LayerNorm by default, like DistilHuBERT's published student.
+    assert hasattr(default.frontend.feature_projection, "layer_norm") == (family != "hubert")
+    m = GenDistillerModel.from_teacher(teacher, feat_proj_layer_norm=True, dropout=0.0).eval()
     assert m.config.frontend_family == family and m.config.normalize_input == teacher.normalize
     assert m.config.target_layers == [1, 3, 4]
     t_sd = teacher.model.state_dict()
@@ -302,25 +301,6 @@ def test_config_validation(bad, match):
         GenDistillerConfig(**bad)
 
 
-# ----------------------------------------------------------------------------- (7) parameter budget
-def test_base_shape_parameter_budget():
-    """GenDistiller (targets 4, 8, 12) <= 67% of DistilHuBERT's parameters, even without its heads."""
-    with torch.device("meta"):  # shapes only: nothing is allocated or initialised for real
-        tcfg = base_config("hubert")
-        gen = GenDistillerModel(GenDistillerConfig(frontend_config=frontend_config_dict(tcfg)))
-        distil = HubertModel(type(tcfg)(**{**tcfg.to_dict(), "num_hidden_layers": 2}))
-        heads = nn.ModuleList(nn.Linear(768, 768) for _ in range(3))
-    assert gen.config.target_layers == [4, 8, 12] and gen.config.hidden_size == 768
-    n_gen = count_parameters(gen)
-    n_distil = count_parameters(distil)
-    n_heads = count_parameters(heads)
-    print(f"GenDistiller {n_gen:,}  DistilHuBERT {n_distil:,} (+ heads {n_heads:,})  "
-          f"ratio {n_gen / n_distil:.3f} / {n_gen / (n_distil + n_heads):.3f}")
-    assert count_parameters(gen.frontend) == count_parameters(distil) - count_parameters(distil.encoder.layers) - 768
-    assert n_gen <= 0.67 * n_distil
-    assert n_gen <= 0.67 * (n_distil + n_heads)
-
-
 def test_training_forward_goes_through_forward():
     m = student("full")
     wav, lengths = _wavs()
@@ -335,3 +315,190 @@ def test_training_forward_goes_through_forward():
     assert m.frontend.feature_extractor.conv_layers[0].conv.weight.grad is not None
     with pytest.raises(ValueError, match="teacher_layers must be"):
         m(wav, lengths, teacher_layers=tl[:, :, :-1])
+
+
+# ------------------------------------------------------------------------ training modes (issue 11)
+def _grad_of_last_loss_wrt_step1(m: GenDistillerModel, **train_kw) -> torch.Tensor | None:
+    """d(loss of the last step) / d(ĥ1 as produced by step 1), through every path in the graph."""
+    x0, tl, fl = grid_inputs(m)
+    outputs = []
+    decode = m._decode
+
+    def recording(*args, **kwargs):
+        y = decode(*args, **kwargs)
+        outputs.append(y)
+        return y
+
+    m._decode = recording
+    try:
+        preds = m.forward_train(x0, tl, fl, sampling_prob=1.0, **train_kw)
+    finally:
+        del m._decode
+    loss_last = (preds[:, -1] - tl[:, -1]).abs().mean()
+    (g,) = torch.autograd.grad(loss_last, outputs[0], allow_unused=True)
+    return g
+
+
+@pytest.mark.parametrize("mask", MASK_KINDS)
+def test_unrolled_training_reaches_step1_and_detached_does_not(mask):
+    m = student(mask, blocks=1).train()
+    g = _grad_of_last_loss_wrt_step1(m)
+    assert g is not None and g.abs().sum() > 0
+    for kw in ({"detach": True}, {"bptt_steps": 1}):
+        g = _grad_of_last_loss_wrt_step1(m, **kw)
+        assert g is None or torch.count_nonzero(g) == 0, kw
+
+
+@torch.no_grad()
+def test_free_running_training_pass_equals_inference():
+    m = student("full", blocks=2)
+    x0, tl, fl = grid_inputs(m)
+    assert torch.equal(m.forward_train(x0, tl, fl, sampling_prob=1.0), m.generate(x0, fl))
+
+
+def test_sampling_schedule_ramps():
+    from speechdistill.methods.gendistiller import GenDistillerMethodConfig, sampling_probability
+
+    ss = GenDistillerMethodConfig(training_mode="scheduled_sampling", sampling_start=0.0, sampling_end=0.8,
+                                  ramp_start=0.25, ramp_end=0.75)
+    p = [sampling_probability(ss, s, 100) for s in (0, 25, 50, 75, 100)]
+    assert p == pytest.approx([0.0, 0.0, 0.4, 0.8, 0.8])
+    assert sampling_probability(ss, -1, 100) == 0.0  # validation never samples
+    tf = GenDistillerMethodConfig(training_mode="teacher_forced")
+    fr = GenDistillerMethodConfig(training_mode="free_running")
+    assert sampling_probability(tf, 50, 100) == 0.0 and sampling_probability(fr, 0, 100) == 1.0
+
+
+# ------------------------------------------------------------------------ attention without a dense mask
+@pytest.mark.parametrize("mask", ["full", "previous"])
+@pytest.mark.parametrize("lengths", [(7, 7), (7, 4)])
+@torch.no_grad()
+def test_per_step_attention_equals_the_dense_mask(mask, lengths):
+    from speechdistill.models.attention2d import GridSelfAttention
+
+    torch.manual_seed(0)
+    B, S, T, D, H = 2, 3, 7, 8, 2
+    attn = GridSelfAttention(D, H, mask).eval()
+    x = torch.randn(B, S, T, D)
+    valid = frame_mask(torch.tensor(lengths), T)
+    out = attn(x, 0, valid)
+
+    def heads(t):
+        return t.view(B, S * T, H, D // H).transpose(1, 2)
+
+    q, k, v = heads(attn.q_proj(x)), heads(attn.k_proj(x)), heads(attn.v_proj(x))
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=dense_grid_mask(mask, 0, S, 0, S, valid))
+    ref = attn.out_proj(ref.transpose(1, 2).reshape(B, S, T, D))
+    keep = valid[:, None, :, None].expand_as(out)
+    assert torch.allclose(out[keep], ref[keep], atol=1e-5)
+
+
+# ---------------------------------------------------------------- initialisation from teacher layers
+@torch.no_grad()
+def test_post_ln_block_copies_a_teacher_layer_exactly():
+    teacher = _teacher()
+    t_cfg = teacher.model.config
+    m = GenDistillerModel.from_teacher(
+        teacher, feat_proj_layer_norm=True, target_layers=[2, 4], block_norm="post", skip=False,
+        output_projection=False, decoder_ffn_dim=t_cfg.intermediate_size, dropout=0.0,
+    ).eval()
+    record = m.init_decoder_from_teacher(teacher.model, layers=[1])
+    assert record["decoder_init_layers"] == [1] and m.config.decoder_init == "teacher"
+    wav, lengths = _wavs()
+    t_out = teacher.encode(wav, lengths)
+    h1 = m.encode(wav, lengths, upto_layer=1).hidden_states[1]
+    valid = t_out.frame_mask[..., None]
+    assert torch.allclose(h1 * valid, t_out.hidden_states[1] * valid, atol=1e-5)
+
+
+def test_teacher_init_narrow_ffn_and_first_step_block():
+    teacher = _teacher()
+    m = GenDistillerModel.from_teacher(teacher, target_layers=[2, 4], decoder_ffn_dim=24, first_step_block=True,
+                                       block_norm="post", dropout=0.0)
+    rec = m.init_decoder_from_teacher(teacher.model, layers=[3], first_step_layers=[1])
+    assert rec["ffn_neurons_kept"] == 24 and rec["first_step_init_layers"] == [1]
+    t3 = teacher.model.encoder.layers[2]
+    assert torch.equal(m.blocks[0].attention.q_proj.weight, t3.attention.q_proj.weight)
+    assert torch.equal(m.first_blocks[0].layer_norm.weight, teacher.model.encoder.layers[0].layer_norm.weight)
+    w = t3.feed_forward.intermediate_dense.weight
+    kept = [i for i in range(w.shape[0]) if any(torch.equal(w[i], r) for r in m.blocks[0].intermediate_dense.weight)]
+    assert len(kept) == 24
+    with pytest.raises(ValueError, match="decoder_init_layers"):
+        m.init_decoder_from_teacher(teacher.model, layers=[9])
+    narrow = GenDistillerModel.from_teacher(teacher, decoder_hidden_size=16, decoder_heads=2)
+    with pytest.raises(ValueError, match="width"):
+        narrow.init_decoder_from_teacher(teacher.model)
+
+
+@pytest.mark.parametrize("variant", [{"block_norm": "post"}, {"first_step_block": True}])
+@torch.no_grad()
+def test_cached_generation_equals_uncached_for_variants(variant):
+    m = student("full", blocks=2, **variant)
+    x0, tl, fl = grid_inputs(m)
+    assert torch.allclose(m.generate(x0, fl, use_cache=True), m.generate(x0, fl, use_cache=False), atol=1e-5)
+    par = m.forward_teacher_forced(x0, tl, fl)
+    assert torch.allclose(par, m.forward_stepwise(x0, fl, teacher_layers=tl), atol=1e-5)
+
+
+def test_validation_logs_free_running_and_teacher_forced_metrics(tone_corpus, tmp_path):
+    import json
+
+    from speechdistill.config import load_config
+    from speechdistill.run.distill import DistillConfig, run_distill
+
+    out = tmp_path / "gd"
+    cfg = load_config(DistillConfig, "tiny_cpu", [
+        f"data.train_manifest={tone_corpus['train']}", f"data.dev_manifest={tone_corpus['dev']}",
+        "teacher=tiny:hubert", "gendistiller.targets=[2,4]", "gendistiller.decoder_heads=4",
+        "gendistiller.decoder_ffn_dim=32", "gendistiller.training_mode=teacher_forced", "train.progress=false",
+        "data.crop_seconds=0.6", "train.steps=4", "train.val_every=2", "train.log_every=1", f"out_dir={out}",
+    ])
+    run_distill(cfg)
+    dev = [json.loads(ln) for ln in (out / "train_log.jsonl").read_text().splitlines() if '"dev"' in ln]
+    assert [r["step"] for r in dev] == [2, 4]
+    for r in dev:
+        for key in ("dev_loss", "dev_l1_L2", "dev_cos_L4", "dev_tf_loss", "dev_tf_cos_L4"):
+            assert key in r, key
+        # A random-ish decoder trained teacher-forced for 4 steps: the chain's errors show at step 2 only.
+        assert r["dev_l1_L2"] == pytest.approx(r["dev_tf_l1_L2"], rel=1e-5)
+        assert r["dev_l1_L4"] != pytest.approx(r["dev_tf_l1_L4"], rel=1e-5)
+    info = json.loads((out / "model" / "distill_info.json").read_text())
+    assert info["training"] == {"mode": "teacher_forced"} and info["initialisation"]["decoder"] == "random"
+    assert (out / "model" / "README.md").read_text().count("initialisation") >= 1
+
+
+@torch.no_grad()
+def test_stepwise_softmax_equals_one_softmax_over_all_steps():
+    from speechdistill.models.attention2d import key_padding_bias, stepwise_softmax_attention
+
+    torch.manual_seed(0)
+    B, H, n, T, d = 2, 2, 3, 5, 4
+    q, k, v = torch.randn(B, H, T, d), torch.randn(B, H, n, T, d) * 3, torch.randn(B, H, n, T, d)
+    valid = frame_mask(torch.tensor([5, 3]), T)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q, k.reshape(B, H, n * T, d), v.reshape(B, H, n * T, d), attn_mask=key_padding_bias(valid, n, q.dtype))
+    assert torch.allclose(stepwise_softmax_attention(q, k, v, valid), ref, atol=1e-5)
+
+
+def test_full_mask_student_exports_with_parity(tmp_path):
+    """The exported graph attends one key step at a time (``stepwise_softmax_attention``); parity with
+    PyTorch on lengths and padded batches the trace never saw."""
+    from speechdistill.export.onnx_export import OnnxExportOptions, export_onnx
+    from speechdistill.export.parity import ParityOptions
+
+    m = student("full", blocks=1, seed=3)
+    m.save_pretrained(tmp_path / "gd")
+    res = export_onnx(tmp_path / "gd", tmp_path / "onnx",
+                      OnnxExportOptions(outputs="all", parity=ParityOptions(lengths_s=(0.7, 1.3), threads=1)))
+    assert res.passed and res.parity["fp32"].max_rel_err < 1e-4
+
+
+@torch.no_grad()
+def test_shorter_positional_conv_starts_from_the_teachers_centre_taps():
+    teacher = _teacher()
+    m = GenDistillerModel.from_teacher(teacher, pos_conv_kernel=8, target_layers=[2, 4])
+    t_conv, s_conv = teacher.model.encoder.pos_conv_embed.conv, m.frontend.encoder.pos_conv_embed.conv
+    assert t_conv.weight.shape[-1] == 16 and s_conv.weight.shape[-1] == 8
+    assert torch.allclose(s_conv.weight, t_conv.weight[..., 4:12], atol=1e-6)  # weight norm is per tap
+    with pytest.raises(ValueError, match="longer"):
+        GenDistillerModel.from_teacher(teacher, pos_conv_kernel=32)

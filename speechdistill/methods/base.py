@@ -1,8 +1,11 @@
-"""Shared machinery of layer-distillation methods: teacher targets, loss, validation, param groups."""
+"""Shared machinery of layer-distillation methods: teacher targets, loss, validation, param groups,
+and the student's model card."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -10,6 +13,7 @@ from torch import nn
 from speechdistill.data.batch import Batch
 from speechdistill.methods.losses import multi_layer_loss
 from speechdistill.models.teacher import Teacher
+from speechdistill.utils.io import atomic_write_text
 
 
 def default_param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
@@ -68,6 +72,8 @@ class DistillMethod:
 
     @torch.no_grad()
     def validate(self, model: nn.Module, batches) -> dict[str, float]:
+        """Frame-weighted means over the dev set of the loss (``dev_loss``) and of every metric
+        ``compute_loss_eval`` reports (``dev_<name>``)."""
         sums: dict[str, float] = defaultdict(float)
         weight = 0.0
         for batch in batches:
@@ -80,10 +86,35 @@ class DistillMethod:
         return {k: v / max(weight, 1.0) for k, v in sums.items()}
 
     def compute_loss_eval(self, model: nn.Module, batch: Batch):
-        """Validation loss: by default the training loss (methods with a free-running mode override)."""
+        """Validation loss and metrics: by default the training loss.  Methods whose training pass
+        differs from inference (generation chains) override it so that ``dev_loss`` is what inference
+        sees."""
         return self.compute_loss(model, batch, step=-1)
 
     def teacher_frames(self, batch: Batch) -> int:
         from speechdistill.models.frames import config_output_lengths
 
         return int(config_output_lengths(self.teacher.config, batch.lengths).sum())
+
+
+def write_model_card(out_dir: Path, info: dict) -> None:
+    """README.md beside a saved student: method, teacher, targets, initialisation and sizes."""
+    params = info.get("parameters", {})
+    lines = [
+        f"# {info.get('method', 'student')} student (speechdistill)",
+        "",
+        f"- teacher: `{info.get('teacher', '?')}`",
+        f"- target teacher layers: {info.get('targets', '?')}",
+    ]
+    if params:
+        lines.append(f"- parameters: encoder {params.get('encoder', 0):,}"
+                     + (f", prediction heads {params['heads']:,} (training only)" if params.get("heads") else ""))
+    init = info.get("initialisation")
+    if init:
+        lines.append("- initialisation: " + ", ".join(f"{k} = {v}" for k, v in init.items()))
+    training = info.get("training")
+    if training:
+        lines.append("- training: " + ", ".join(f"{k} = {v}" for k, v in training.items()))
+    lines += ["", "Full record: `distill_info.json`.", "", "```json",
+              json.dumps({k: v for k, v in info.items() if k != "recipe"}, indent=2, default=str), "```", ""]
+    atomic_write_text(Path(out_dir) / "README.md", "\n".join(lines))

@@ -1,11 +1,13 @@
 """GenDistiller student: a teacher front end plus a small decoder that generates teacher layers one by one.
 
-Design (REFERENCE §3; every choice is a config field):
+Design (GenDistiller, arXiv 2310.13418 / 2406.09444; what the papers leave open is a config field here):
 
 - Front end = the teacher family's HF base model with ``num_hidden_layers=0`` (CNN, feature
   projection, positional conv, encoder LayerNorm); ``x0 = hf_encode(...).hidden_states[0]``.  For a
-  post-LN teacher (HuBERT/WavLM Base) this equals the teacher's hidden_states[0]; for a stable-LN
-  teacher (Large) the 0-layer encoder applies its final LayerNorm, so x0 = LN(teacher hidden_states[0]).
+  post-LN teacher (HuBERT/WavLM Base) this is the teacher's hidden_states[0] computed by the student's
+  front end; for a stable-LN teacher (Large) the 0-layer encoder applies its final LayerNorm, so
+  x0 = LN(teacher hidden_states[0]).  HuBERT-family front ends drop the LayerNorm before the feature
+  projection by default, like DistilHuBERT's published student (see ``models.frontend``).
 - History grid H[:, k] (k = 0..K-1): H0 = x0, Hk = ĥk (inference) or the teacher's layer
   target_layers[k-1] (teacher forcing).  The decoder (``decoder_layers`` blocks, weights shared by
   every step) runs over all (k, t) tokens under a 2-D mask (see ``attention2d``); its output at
@@ -13,26 +15,31 @@ Design (REFERENCE §3; every choice is a config field):
   ĥk is trained to match teacher layer target_layers[k-1].  Under teacher forcing the skip base
   H[k-1] is therefore the teacher's layer, at inference the model's own ĥk-1: one formula, so the
   parallel pass equals a step-by-step pass over the same history (tested).
+- Blocks are pre-LN (``block_norm="pre"``, then a final LayerNorm before W_out) or post-LN
+  (``"post"``: HuBERT Base's own layer layout, no final LayerNorm), so that a teacher layer can be
+  copied in exactly (``init_decoder_from_teacher``).  ``first_step_block`` gives step 1 (ĥ1 from x0
+  alone) blocks of its own; later steps share ``blocks``.
 - Width: histories live in teacher width; ``in_proj`` maps to the decoder width and ``W_out`` back
   when they differ.  If the front end is narrower than the teacher (a custom ``frontend_config``),
   ``x0_proj`` maps x0 to teacher width and hidden_states[0] is that PROJECTED x0, so every returned
-  hidden state has the same width (weighted-sum downstreams need that).  A front end copied from the
-  teacher has teacher width and no x0_proj.
-- Scheduled sampling (``forward_train``): a Bernoulli draw per (utterance, step) — or one per
-  utterance with ``scheduled_sampling="utterance"`` — decides whether history token k is the
-  teacher's layer or the model's own DETACHED prediction ĥk.  With p > 0 this runs step by step with
-  the KV cache (the same token computations as the parallel pass, just sequential, so FLOPs match),
-  which makes p = 1 exactly the inference-time free-running pass.  p = 0 uses the one-pass
-  teacher-forced path.
-- Padded frames are zeroed in every returned hidden state and never attended by valid frames.
+  hidden state has the same width (weighted-sum downstreams need that).
+- Training passes (``forward_train``; which one a recipe uses is the method's ``training_mode``):
+  teacher forcing is one parallel pass; with ``sampling_prob`` p > 0 each history token k >= 1 is,
+  with probability p, the model's own prediction ĥk instead of the teacher's layer (drawn per
+  (utterance, step), or per utterance with ``scheduled_sampling="utterance"``).  p > 0 runs step by
+  step with the KV cache (the same token computations as the parallel pass, so FLOPs match), and
+  p = 1 is exactly the inference-time free-running pass.  The model's own history keeps its gradient
+  (unrolled: a later step's loss trains the earlier steps that produced its history) unless
+  ``detach=True``; ``bptt_steps=N`` detaches every N-th generated history token (truncated backprop).
+- Padded frames are zeroed in every returned hidden state and never attended.
 - Entry points: ``encode``/``forward(wav, lengths)`` for inference (EncoderOutput);
   ``forward(wav, lengths, teacher_layers=..., sampling_prob=...)`` for training
-  (``GenDistillerTrainOutput``), so DDP wrappers see the call.  The decoder-only ``generate`` path
-  exports to ONNX with dynamic batch/time (checked by hand with both torch exporters).
+  (``GenDistillerTrainOutput``), so DDP wrappers see the call.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,13 +50,20 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from speechdistill.models.attention2d import MASK_KINDS, DecoderBlock, KVCache
+from speechdistill.models.attention2d import BLOCK_NORMS, MASK_KINDS, DecoderBlock, KVCache
 from speechdistill.models.encoder import EncoderOutput, hf_encode, hf_model_of
 from speechdistill.models.frames import frame_mask
+from speechdistill.models.frontend import (
+    frontend_state_from_teacher,
+    has_feature_norm_switch,
+    set_pos_conv_kernel,
+)
+from speechdistill.models.size import count_parameters
 
 log = logging.getLogger(__name__)
 
 SAMPLING_GRANULARITIES = ("step", "utterance")
+DECODER_INITS = ("random", "teacher")
 
 # Keys of a teacher family config that describe transformer layers or training-time masking: the
 # 0-layer front end drops the layers and never masks (``hf_encode`` bypasses SpecAugment anyway).
@@ -60,6 +74,8 @@ _FRONTEND_OVERRIDES: dict[str, Any] = {
     "mask_feature_prob": 0.0,
 }
 
+__all__ = ["GenDistillerConfig", "GenDistillerModel", "count_parameters", "frontend_config_dict"]
+
 
 def _family_classes(family: str):
     from speechdistill.models.hf import FAMILIES
@@ -69,12 +85,15 @@ def _family_classes(family: str):
     return FAMILIES[family]
 
 
-def frontend_config_dict(teacher_config: PretrainedConfig) -> dict[str, Any]:
-    """The teacher's HF config as a plain dict, reduced to a 0-layer front end."""
+def frontend_config_dict(teacher_config: PretrainedConfig, feat_proj_layer_norm: bool = False) -> dict[str, Any]:
+    """The teacher's HF config as a plain dict, reduced to a 0-layer front end; HuBERT front ends drop
+    the feature-projection LayerNorm unless ``feat_proj_layer_norm`` (see ``models.frontend``)."""
     d = teacher_config.to_dict()
     for k in ("architectures", "_name_or_path", "transformers_version", "dtype", "torch_dtype"):
         d.pop(k, None)
     d.update(_FRONTEND_OVERRIDES)
+    if has_feature_norm_switch(teacher_config):
+        d["feat_proj_layer_norm"] = bool(feat_proj_layer_norm)
     return d
 
 
@@ -101,6 +120,8 @@ class GenDistillerConfig(PretrainedConfig):
     decoder_layers: int = 1  # blocks; the same blocks run at every generation step
     decoder_heads: int = 12
     decoder_ffn_dim: int = 2048
+    block_norm: str = "pre"  # pre | post (post = HuBERT Base's layer layout, copies a teacher layer exactly)
+    first_step_block: bool = False  # step 1 (ĥ1 from x0) gets decoder_layers blocks of its own
     dropout: float = 0.1
     attention_dropout: float = 0.0
     mask: str = "full"  # full | previous | axial
@@ -111,6 +132,10 @@ class GenDistillerConfig(PretrainedConfig):
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
     teacher_source: str = ""
+    # How the decoder was initialised (a record for the model card; weights come from the checkpoint).
+    decoder_init: str = "random"  # random | teacher
+    decoder_init_layers: list[int] | None = None  # teacher layer copied into each shared block
+    first_step_init_layers: list[int] | None = None  # ... into each first-step block
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -134,6 +159,10 @@ class GenDistillerConfig(PretrainedConfig):
             problems.append(f"target_layers {tl} exceed the teacher's {self.teacher_num_layers} layers")
         if self.mask not in MASK_KINDS:
             problems.append(f"mask {self.mask!r} is not one of {', '.join(MASK_KINDS)}")
+        if self.block_norm not in BLOCK_NORMS:
+            problems.append(f"block_norm {self.block_norm!r} is not one of {', '.join(BLOCK_NORMS)}")
+        if self.decoder_init not in DECODER_INITS:
+            problems.append(f"decoder_init {self.decoder_init!r} is not one of {', '.join(DECODER_INITS)}")
         if self.scheduled_sampling not in SAMPLING_GRANULARITIES:
             problems.append(f"scheduled_sampling {self.scheduled_sampling!r} is not one of "
                             f"{', '.join(SAMPLING_GRANULARITIES)}")
@@ -172,16 +201,18 @@ class GenDistillerTrainOutput:
         return frame_mask(self.frame_lengths, self.predictions.shape[2])
 
 
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of distinct parameters (shared tensors counted once)."""
-    seen: set[int] = set()
-    total = 0
-    for p in model.parameters():
-        if id(p) in seen or (trainable_only and not p.requires_grad):
-            continue
-        seen.add(id(p))
-        total += p.numel()
-    return total
+def _unwrap_teacher(teacher: nn.Module) -> tuple[str, bool | None, nn.Module]:
+    """(source, input normalisation or None, bare HF model) of a ``Teacher``, ``HFEncoder`` or HF model."""
+    from speechdistill.models.teacher import unwrap_teacher
+
+    try:
+        hf_model = hf_model_of(teacher)
+    except TypeError:
+        raise TypeError(
+            f"a GenDistiller needs a HuBERT/WavLM/wav2vec2 teacher (Teacher, HFEncoder or HF model), got "
+            f"{type(teacher).__name__}"
+        ) from None
+    return getattr(teacher, "source", ""), getattr(unwrap_teacher(teacher), "normalize", None), hf_model
 
 
 class GenDistillerModel(PreTrainedModel):
@@ -202,12 +233,18 @@ class GenDistillerModel(PreTrainedModel):
         self.in_proj = nn.Linear(Dt, Dd) if Dt != Dd else None
         self.layer_embed = nn.Embedding(config.num_steps, Dd) if config.layer_embedding else None
         self.input_dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(
-            DecoderBlock(Dd, config.decoder_heads, config.decoder_ffn_dim, config.mask, config.dropout,
-                         config.attention_dropout, config.layer_norm_eps)
-            for _ in range(config.decoder_layers)
-        )
-        self.final_norm = nn.LayerNorm(Dd, eps=config.layer_norm_eps)
+
+        def stack() -> nn.ModuleList:
+            return nn.ModuleList(
+                DecoderBlock(Dd, config.decoder_heads, config.decoder_ffn_dim, config.mask, config.dropout,
+                             config.attention_dropout, config.layer_norm_eps, config.block_norm)
+                for _ in range(config.decoder_layers)
+            )
+
+        self.blocks = stack()
+        self.first_blocks = stack() if config.first_step_block else None
+        # Post-LN blocks already end in a LayerNorm.
+        self.final_norm = nn.LayerNorm(Dd, eps=config.layer_norm_eps) if config.block_norm == "pre" else None
         self.out_proj = nn.Linear(Dd, Dt) if config.output_projection else None
         self.batched_cnn = False  # models.protocol.Encoder: the traceable CNN for ONNX export
         self.post_init()
@@ -260,6 +297,8 @@ class GenDistillerModel(PreTrainedModel):
         teacher_layers: torch.Tensor | None = None,
         sampling_prob: float = 0.0,
         generator: torch.Generator | None = None,
+        detach: bool = False,
+        bptt_steps: int = 0,
     ) -> EncoderOutput | GenDistillerTrainOutput:
         """Without ``teacher_layers``: ``encode`` (inference).  With them [B, K, T, Dt]: the training pass
         (front end + ``forward_train``).  Training goes through ``forward`` so that a DDP/accelerate
@@ -267,7 +306,7 @@ class GenDistillerModel(PreTrainedModel):
         if teacher_layers is None:
             return self.encode(input_values, lengths, upto_layer)
         x0, frame_lengths = self.front_end(input_values, lengths)
-        preds = self.forward_train(x0, teacher_layers, frame_lengths, sampling_prob, generator)
+        preds = self.forward_train(x0, teacher_layers, frame_lengths, sampling_prob, generator, detach, bptt_steps)
         return GenDistillerTrainOutput(preds, frame_lengths, x0)
 
     # ------------------------------------------------------------------------------------ decoder
@@ -284,9 +323,17 @@ class GenDistillerModel(PreTrainedModel):
         """Predictions ĥ for steps step0+1 .. step0+S from history steps step0 .. step0+S-1 (the cache, if
         given, must hold steps 0..step0-1)."""
         x = self._embed(history, step0, valid)
+        y = x
         for i, block in enumerate(self.blocks):
-            x = block(x, step0, valid, cache, i)
-        y = self.final_norm(x)
+            y = block(y, step0, valid, cache, i)
+        if self.first_blocks is not None and step0 == 0:
+            # Step 1 reads x0 alone through its own blocks (no cache: nothing precedes step 0).
+            y0 = x[:, :1]
+            for block in self.first_blocks:
+                y0 = block(y0, 0, valid, None, 0)
+            y = torch.cat([y0, y[:, 1:]], dim=1)
+        if self.final_norm is not None:
+            y = self.final_norm(y)
         if self.out_proj is not None:
             y = self.out_proj(y)
         if self.config.skip:
@@ -317,11 +364,14 @@ class GenDistillerModel(PreTrainedModel):
         num_steps: int | None = None,
         use_cache: bool = True,
         detach_own: bool = False,
+        bptt_steps: int = 0,
     ) -> torch.Tensor:
         """Step-by-step pass.  History token k >= 1 is the model's own ĥk where ``use_own[b, k-1]`` is
         True (all True if ``teacher_layers`` is None), else ``teacher_layers[b, k-1]``.
 
-        ``use_cache=False`` re-runs the decoder over the whole history at each step (reference path)."""
+        The model's own ĥk enters the history detached if ``detach_own`` or (``bptt_steps`` = N > 0) if k
+        is a multiple of N, else with its gradient.  ``use_cache=False`` re-runs the decoder over the
+        whole history at each step (reference path)."""
         K = self.config.num_steps if num_steps is None else num_steps
         valid = frame_mask(frame_lengths, x0.shape[1])
         if teacher_layers is not None:
@@ -334,7 +384,8 @@ class GenDistillerModel(PreTrainedModel):
         h = x0
         for k in range(K):
             if k > 0:
-                own = preds[-1].detach() if detach_own else preds[-1]
+                cut = detach_own or (bptt_steps > 0 and k % bptt_steps == 0)
+                own = preds[-1].detach() if cut else preds[-1]
                 if teacher_layers is None:
                     h = own
                 else:
@@ -363,22 +414,29 @@ class GenDistillerModel(PreTrainedModel):
         frame_lengths: torch.Tensor,
         sampling_prob: float = 0.0,
         generator: torch.Generator | None = None,
+        detach: bool = False,
+        bptt_steps: int = 0,
     ) -> torch.Tensor:
-        """Training predictions [B, K, T, Dt] with scheduled sampling.
+        """Training predictions [B, K, T, Dt].
 
-        Each history token k >= 1 is, with probability ``sampling_prob``, the model's own detached
-        prediction instead of the teacher layer; drawn per (utterance, step) or per utterance
+        Each history token k >= 1 is, with probability ``sampling_prob``, the model's own prediction
+        instead of the teacher layer; drawn per (utterance, step) or per utterance
         (``config.scheduled_sampling``).  p = 0 -> one parallel teacher-forced pass; p > 0 -> the
-        step-by-step cached pass (p = 1 equals free-running inference)."""
+        step-by-step cached pass (p = 1 equals free-running inference).  The own predictions keep their
+        gradient (unrolled) unless ``detach``; ``bptt_steps`` truncates (see ``forward_stepwise``)."""
         if not 0.0 <= sampling_prob <= 1.0:
             raise ValueError(f"sampling_prob must be in [0, 1], got {sampling_prob}")
         if sampling_prob == 0.0:
             return self.forward_teacher_forced(x0, teacher_layers, frame_lengths)
         B, K = x0.shape[0], self.config.num_steps
-        draws = 1 if self.config.scheduled_sampling == "utterance" else K
-        u = torch.rand(B, draws, generator=generator, device="cpu" if generator is None else generator.device)
-        use_own = (u.to(x0.device) < sampling_prob).expand(B, K)
-        return self.forward_stepwise(x0, frame_lengths, teacher_layers, use_own, use_cache=True, detach_own=True)
+        if sampling_prob == 1.0:
+            use_own = torch.ones(B, K, dtype=torch.bool, device=x0.device)
+        else:
+            draws = 1 if self.config.scheduled_sampling == "utterance" else K
+            u = torch.rand(B, draws, generator=generator, device="cpu" if generator is None else generator.device)
+            use_own = (u.to(x0.device) < sampling_prob).expand(B, K)
+        return self.forward_stepwise(x0, frame_lengths, teacher_layers, use_own, use_cache=True,
+                                     detach_own=detach, bptt_steps=bptt_steps)
 
     def _check_teacher_layers(self, x0: torch.Tensor, teacher_layers: torch.Tensor) -> None:
         B, T, D = x0.shape
@@ -392,29 +450,26 @@ class GenDistillerModel(PreTrainedModel):
 
     # ----------------------------------------------------------------------------------- building
     @classmethod
-    def from_teacher(cls, teacher_encoder: nn.Module, **cfg_kwargs: Any) -> GenDistillerModel:
-        """A student whose front end is a copy of the teacher's (CNN, projection, pos conv, encoder LN).
+    def from_teacher(cls, teacher_encoder: nn.Module, feat_proj_layer_norm: bool = False, pos_conv_kernel: int = 0,
+                     **cfg_kwargs: Any) -> GenDistillerModel:
+        """A student whose front end is a copy of the teacher's (CNN, projection, pos conv, encoder LN;
+        HuBERT front ends without the feature LayerNorm unless ``feat_proj_layer_norm``; a positional
+        conv of ``pos_conv_kernel`` taps, the teacher's centre taps, if given).
 
         ``teacher_encoder``: a ``Teacher``, an ``HFEncoder`` or an HF HuBERT/WavLM/wav2vec2 model.
         Unset decoder sizes follow the teacher: width and heads = the teacher's, FFN = 2/3 of the
-        teacher's FFN (3072 -> 2048), targets = evenly spaced ending at the last layer ([4, 8, 12])."""
+        teacher's FFN (3072 -> 2048), targets = evenly spaced ending at the last layer ([4, 8, 12]).
+        The decoder starts random; ``init_decoder_from_teacher`` copies teacher layers into it."""
         from speechdistill.models.hf import family_of
-        from speechdistill.models.teacher import unwrap_teacher
 
-        source = getattr(teacher_encoder, "source", "")
-        normalize = getattr(unwrap_teacher(teacher_encoder), "normalize", None)
-        try:
-            hf_model = hf_model_of(teacher_encoder)
-        except TypeError:
-            raise TypeError(
-                f"from_teacher needs a HuBERT/WavLM/wav2vec2 teacher (Teacher, HFEncoder or HF model), got "
-                f"{type(teacher_encoder).__name__}"
-            ) from None
+        source, normalize, hf_model = _unwrap_teacher(teacher_encoder)
         tcfg = hf_model.config
         if normalize is None:
             normalize = getattr(tcfg, "feat_extract_norm", "group") == "layer"
+        fe_cfg = copy.deepcopy(tcfg)
+        set_pos_conv_kernel(fe_cfg, pos_conv_kernel)
         kw: dict[str, Any] = {
-            "frontend_config": frontend_config_dict(tcfg),
+            "frontend_config": frontend_config_dict(fe_cfg, feat_proj_layer_norm),
             "frontend_family": family_of(tcfg),
             "normalize_input": normalize,
             "teacher_hidden_size": tcfg.hidden_size,
@@ -434,16 +489,50 @@ class GenDistillerModel(PreTrainedModel):
         """Load the teacher's front-end weights; every front-end key must exist with the same shape."""
         src = hf_model_of(teacher_model).state_dict()
         dst = self.frontend.state_dict()
-        missing = [k for k in dst if k not in src]
-        mismatched = [f"{k}: {tuple(src[k].shape)} vs {tuple(v.shape)}" for k, v in dst.items()
-                      if k in src and src[k].shape != v.shape]
-        if missing or mismatched:
-            raise ValueError(
-                "teacher front end does not match the student's: "
-                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, mismatched {mismatched[:5]}"
-            )
-        self.frontend.load_state_dict({k: src[k] for k in dst}, strict=True)
+        try:
+            state = frontend_state_from_teacher(src, dst)
+        except ValueError as e:
+            raise ValueError(f"teacher front end does not match the student's: {e}") from None
+        self.frontend.load_state_dict(state, strict=True)
         log.info("copied %d front-end tensors from the teacher", len(dst))
+
+    def init_decoder_from_teacher(
+        self, teacher_model: nn.Module, layers: Sequence[int] | None = None,
+        first_step_layers: Sequence[int] | None = None,
+    ) -> dict[str, Any]:
+        """Copy teacher layers (1-based) into the decoder blocks: ``layers[i]`` into shared block i
+        (default 1..decoder_layers), ``first_step_layers[i]`` into first-step block i (same default).
+
+        The layer embedding is zeroed so that step 1 sees x0 itself: with post-LN blocks, no skip and
+        no output projection, ĥ1 is then exactly the copied teacher layer applied to x0.  Returns the
+        record stored in the config and the student's info file."""
+        t_layers = _unwrap_teacher(teacher_model)[2].encoder.layers
+        n = self.config.decoder_layers
+
+        def resolve(spec: Sequence[int] | None, what: str) -> list[int]:
+            chosen = list(spec) if spec else list(range(1, n + 1))
+            if len(chosen) != n or not all(1 <= t <= len(t_layers) for t in chosen):
+                raise ValueError(f"{what} {chosen}: need {n} teacher layer indices in 1..{len(t_layers)} "
+                                 f"(one per decoder block)")
+            return chosen
+
+        shared = resolve(layers, "decoder_init_layers")
+        record: dict[str, Any] = {"decoder_init": "teacher", "decoder_init_layers": shared}
+        for block, t in zip(self.blocks, shared):
+            record.update(block.load_teacher_layer(t_layers[t - 1]))
+        if self.first_blocks is not None:
+            first = resolve(first_step_layers, "first_step_init_layers")
+            for block, t in zip(self.first_blocks, first):
+                block.load_teacher_layer(t_layers[t - 1])
+            record["first_step_init_layers"] = first
+        if self.layer_embed is not None:
+            with torch.no_grad():
+                self.layer_embed.weight.zero_()
+        for key in ("decoder_init", "decoder_init_layers", "first_step_init_layers"):
+            if key in record:
+                setattr(self.config, key, record[key])
+        log.info("decoder initialised from teacher layers %s", record)
+        return record
 
 
 def decoder_parameter_names(model: GenDistillerModel) -> Sequence[str]:

@@ -177,6 +177,7 @@ class Trainer:
         self.ckpt_root = self.out_dir / "checkpoints"
         self.log_path = self.out_dir / "train_log.jsonl"
         self.best_metric = getattr(method, "best_metric", None)
+        self.dev_postfix: dict[str, str] = {}  # the latest dev loss, shown in the progress bar
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -239,6 +240,8 @@ class Trainer:
             self.unwrapped.train(was_training)
             self.write_log({"step": self.pos.step, "split": "dev", **metrics})
             log.info("step %d dev: %s", self.pos.step, _fmt(metrics))
+            if "dev_loss" in metrics:
+                self.dev_postfix["dev_loss"] = f"{metrics['dev_loss']:.3f}"
             if self.best_metric is not None and self.best_metric[0] in metrics:
                 self._keep_if_best(metrics)
         self.accelerator.wait_for_everyone()
@@ -339,7 +342,8 @@ class Trainer:
                             "grad_norm": float(grad_norm) if grad_norm is not None else None,
                             "audio_sec_per_sec": speed, "epoch": pos.epoch,
                         })
-                        pbar.set_postfix(loss=f"{last_metrics['loss']:.3f}", audio_s_per_s=f"{speed:.1f}")
+                        pbar.set_postfix(loss=f"{last_metrics['loss']:.3f}", **self.dev_postfix,
+                                         audio_s_per_s=f"{speed:.1f}")
                     if cfg.val_every and pos.step % cfg.val_every == 0 and pos.step < cfg.steps:
                         self.validate()
                     if cfg.save_every and pos.step % cfg.save_every == 0 and pos.step < cfg.steps:

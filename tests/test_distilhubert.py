@@ -20,11 +20,11 @@ from speechdistill.methods.distilhubert import (
 )
 from speechdistill.methods.losses import multi_layer_loss
 from speechdistill.models.encoder import HFEncoder
+from speechdistill.models.factory import base_config, tiny_encoder
 from speechdistill.models.frames import frame_mask
 from speechdistill.models.frontend import student_hf_config
 from speechdistill.models.gendistiller import GenDistillerConfig, GenDistillerModel, frontend_config_dict
 from speechdistill.models.size import student_parameters
-from speechdistill.models.factory import base_config, tiny_encoder
 from speechdistill.models.teacher import Teacher
 
 

@@ -64,3 +64,27 @@ def tone_corpus(tmp_path_factory):
         "dev": make_tone_corpus(root, random_texts(6, 1), "dev"),
         "root": root,
     }
+
+
+def make_labelled_recordings(root, speakers=("george", "jackson", "lucas", "theo"), digits=3, takes=12) -> str:
+    """FSDD-shaped ``{digit}_{speaker}_{take}.wav`` tone recordings at 8 kHz (one tone per digit)."""
+    rec = root / "recordings"
+    rec.mkdir(parents=True, exist_ok=True)
+    for spk in speakers:
+        for digit in range(digits):
+            for take in range(takes):
+                wav = tone_utterance("ABC"[digit] * 2, sr=8000, seed=take + 7 * digit)
+                write_audio(str(rec / f"{digit}_{spk}_{take}.wav"), wav, 8000)
+    return str(rec)
+
+
+def make_compare_corpus(root) -> str:
+    """train/dev/test tone corpora with transcripts, speakers and a label (the number of words)."""
+    from dataclasses import replace
+
+    from speechdistill.data.manifest import read_manifest
+
+    for name, n, seed in [("train", 24, 0), ("dev", 8, 1), ("test", 10, 2)]:
+        m = make_tone_corpus(root, random_texts(n, seed), name)
+        write_manifest(m, [replace(u, label=f"n{len(u.text.split())}") for u in read_manifest(m)])
+    return str(root)

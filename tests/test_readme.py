@@ -10,10 +10,11 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import tone_utterance
+from conftest import make_labelled_recordings, tone_utterance
 
 from speechdistill.cli.main import main
 from speechdistill.data.audio import write_audio
+from speechdistill.data.manifest import read_manifest, write_manifest
 from speechdistill.models.factory import tiny_encoder
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -25,6 +26,10 @@ SHORTEN = {
     "finetune-ctc": ["--steps", "2", "--max-batch-seconds", "8", "--lstm-layers", "1", "train.progress=false"],
     "prune": ["--num-calib", "4", "--sketch-rows", "0"],
     "export": ["--parity-lengths", "0.7,1.3", "--threads", "1"],
+    "synth": ["--hours", "0.005", "--test-utterances", "6", "--test-speakers", "3", "--num-workers", "1",
+              "--no-progress"],
+    "compare": ["seeds=1", "asr.max_steps=2", "asr.val_every=1", "utterance.max_steps=2", "utterance.val_every=1",
+                "cost.seconds=1.0", "cost.repeats=1", "cost.isolate=false", "stats.bootstrap=100"],
 }
 
 
@@ -60,9 +65,11 @@ def test_readme_commands_run_as_written(tmp_path, monkeypatch):
     for expected in ("data", "recipes", "distill", "finetune-ctc", "evaluate", "prune", "export"):
         assert expected in names, f"the README no longer shows `speechdistill {expected}`"
     _librispeech(tmp_path / "data")
-    # Transformer-heavy like the real one, so STAT can reach the README's 50 % MAC budget.
-    tiny_encoder("hubert", num_layers=4, seed=3, hidden_size=96, intermediate_size=384, conv_dim=8).save_pretrained(
-        tmp_path / "models" / "hubert-base-ls960")
+    for name in ("hubert-base-ls960", "teacher"):
+        # Transformer-heavy like the real one, so STAT can reach the README's 50 % MAC budget.
+        tiny_encoder("hubert", num_layers=4, seed=3, hidden_size=96, intermediate_size=384, conv_dim=8) \
+            .save_pretrained(tmp_path / "models" / name)
+    make_labelled_recordings(tmp_path / "fsdd")
     monkeypatch.chdir(tmp_path)
     previous = None
     for argv in cmds:
@@ -71,14 +78,38 @@ def test_readme_commands_run_as_written(tmp_path, monkeypatch):
                 main(argv)
             assert e.value.code == 0
             continue
-        if "..." in argv:  # "the same command again, with --resume": repeat the previous one
+        if "..." in argv:  # "the same command again, with these changes": the previous one's arguments
             assert previous is not None and argv[0] == previous[0]
-            argv = [*previous, *[a for a in argv if a.startswith("--")]]
+            argv = _repeat(previous, argv)
         else:
             argv = [a.replace("/data/LibriSpeech", str(tmp_path / "data"))
                     .replace("/models/", str(tmp_path / "models") + "/") for a in argv]
         previous = argv
-        full = [*argv, *SHORTEN.get(argv[0], [])]
-        assert main(full) == 0, f"README command failed: speechdistill {' '.join(argv)}"
+        if argv[0] == "compare" and not (tmp_path / "clips.jsonl").is_file():
+            # The README's "clips.jsonl": real unlabelled speech; here the dev utterances, paths absolute.
+            write_manifest(tmp_path / "clips.jsonl", read_manifest(tmp_path / "manifests" / "dev-clean.jsonl"))
+        extra = SHORTEN.get(argv[1] if argv[0] == "data" else argv[0], [])
+        assert main([*argv, *extra]) == 0, f"README command failed: speechdistill {' '.join(argv)}"
     assert (tmp_path / "runs" / "gen_onnx" / "model.int8.onnx").is_file()
     assert (tmp_path / "runs" / "pruned" / "prune_report.json").is_file()
+    assert (tmp_path / "runs" / "cmp" / "compare.json").is_file()
+
+
+def _repeat(previous: list[str], line: list[str]) -> list[str]:
+    """``CMD [RECIPE] ... --flag value``: the previous command's arguments, then this line's (a flag whose
+    value is ``...`` keeps the previous value; later flags override earlier ones)."""
+    cmd, rest = line[0], line[1:]
+    recipe = [rest.pop(0)] if rest and not rest[0].startswith("-") and rest[0] != "..." else []
+    prev_rest = previous[1:]
+    if recipe and prev_rest and not prev_rest[0].startswith("-") and "=" not in prev_rest[0]:
+        prev_rest = prev_rest[1:]  # this line names its own recipe
+    mine, i = [], 0
+    while i < len(rest):
+        if rest[i] == "...":
+            i += 1
+        elif rest[i].startswith("--") and i + 1 < len(rest) and rest[i + 1] == "...":
+            i += 2
+        else:
+            mine.append(rest[i])
+            i += 1
+    return [cmd, *recipe, *prev_rest, *mine]

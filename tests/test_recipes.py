@@ -6,6 +6,7 @@ its config, or whose job breaks, fails here.
 """
 
 import pytest
+from conftest import make_compare_corpus, make_labelled_recordings
 
 from speechdistill.asr.ctc_model import CTCHeadConfig, CTCModel
 from speechdistill.asr.vocab import CharVocab
@@ -22,7 +23,11 @@ def models(tmp_path_factory, tone_corpus):
     texts = [u.text for u in read_manifest(tone_corpus["train"])]
     CTCModel(tiny_encoder("hubert", num_layers=2, seed=2), CharVocab.build(texts), CTCHeadConfig(head="linear")) \
         .save_pretrained(root / "ctc")
-    return {"encoder": str(root / "encoder"), "ctc": str(root / "ctc")}
+    corpus = make_compare_corpus(root / "corpus")
+    assert main(["data", "labelled-folder", "--root", make_labelled_recordings(root / "fsdd"), "--out",
+                 str(root / "labelled"), "--text-map", "digits"]) == 0
+    return {"encoder": str(root / "encoder"), "ctc": str(root / "ctc"), "corpus": corpus,
+            "labelled": str(root / "labelled")}
 
 
 def tiny_overrides(command: str, name: str, out, corpus, models) -> list[str]:
@@ -35,7 +40,11 @@ def tiny_overrides(command: str, name: str, out, corpus, models) -> list[str]:
                 "gendistiller.decoder_heads=4", "gendistiller.decoder_ffn_dim=32", "data.crop_seconds=0.5", *data,
                 *train]
     if command == "finetune-ctc":
-        upstream = [] if name == "reference_teacher" else [f"ctc.upstream={models['encoder']}"]
+        from speechdistill.config import load_yaml_dict
+
+        recipe_upstream = load_yaml_dict(name, command).get("ctc", {}).get("upstream", "")
+        # Recipes that train from scratch keep their random upstream (one step of it is cheap).
+        upstream = [] if recipe_upstream.startswith("random:") else [f"ctc.upstream={models['encoder']}"]
         return [*upstream, f"out_dir={out}", *data, *train]
     if command == "prune":
         return [f"model={models['encoder']}", f"calib={corpus['dev']}", f"out={out}", "num_calib=4", "sketch_rows=0",
@@ -48,6 +57,12 @@ def tiny_overrides(command: str, name: str, out, corpus, models) -> list[str]:
         return [f"model={models['ctc']}", f"manifest={corpus['dev']}", f"out={out}", "threads=1"]
     if command == "demo":
         return [f"out={out}", "hours=0.02", "distill_steps=1", "ctc_steps=1"]
+    if command == "compare":
+        return [f"out={out}", f"models=[teacher={models['encoder']},student={models['ctc']}]",
+                f"data.corpus={models['corpus']}", f"data.labelled={models['labelled']}",
+                f"data.real_audio={corpus['dev']}", "seeds=1", "asr.max_steps=2", "asr.val_every=1",
+                "utterance.max_steps=2", "utterance.val_every=1", "cost.seconds=1.0", "cost.repeats=1",
+                "cost.isolate=false", "stats.bootstrap=100"]
     raise AssertionError(f"no tiny overrides for {command} recipes: add them here so {command}/{name} is run")
 
 

@@ -15,11 +15,11 @@ from torch import nn
 from speechdistill.config import ConfigError
 from speechdistill.evaluation.onnx_encoder import OnnxEncoder, is_onnx_spec
 from speechdistill.models.errors import ModelLoadError
+from speechdistill.models.size import HEADS_FILE
 
 log = logging.getLogger(__name__)
 
 DISTILL_INFO = "distill_info.json"
-HEADS_FILE = "prediction_heads.safetensors"
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class FidelityMap:
     targets: list[int]  # teacher layers (hidden-state indices, 1..L)
     sources: list[int]  # the model's hidden-state index predicting each target
     how: str
-    heads: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # DistilHuBERT: Linear on the last state
+    heads: nn.Module | None = None  # DistilHuBERT: its prediction heads on the last state
 
     @property
     def applicable(self) -> bool:
@@ -118,8 +118,8 @@ class FidelityMap:
     def predictions(self, states: torch.Tensor) -> list[torch.Tensor]:
         """``states`` [S, T, D] of one utterance -> one prediction [T, D_teacher] per target."""
         if self.heads is not None:
-            last = states[-1].float()
-            return [last @ w.T + b for w, b in self.heads]
+            with torch.no_grad():
+                return [y.float() for y in self.heads(states[-1].float())]
         return [states[i].float() for i in self.sources]
 
 
@@ -141,14 +141,13 @@ def fidelity_map(spec: str, model: nn.Module, teacher_layers: int) -> FidelityMa
     n_states = int(model.num_output_layers) + 1
     info = _distill_info(spec)
     if info.get("method") == "distilhubert":
-        heads_file = model_path(spec) / HEADS_FILE
-        if heads_file.is_file():
-            from speechdistill.utils.io import load_safetensors
+        if (model_path(spec) / HEADS_FILE).is_file():
+            from speechdistill.methods.distilhubert import load_student
 
-            sd = load_safetensors(heads_file)
-            targets = [int(t) for t in info.get("targets", [])]
-            heads = [(sd[f"{i}.weight"].float(), sd[f"{i}.bias"].float()) for i in range(len(targets))]
-            return FidelityMap(targets, [n_states - 1] * len(targets), "prediction heads on the last layer", heads)
+            student = load_student(model_path(spec))
+            heads = student.prediction_heads.eval().float()
+            return FidelityMap(list(student.targets), [n_states - 1] * len(student.targets),
+                               "prediction heads on the last layer", heads)
     targets = getattr(model, "target_layers", None)
     if targets is None and isinstance(model, OnnxEncoder):
         recipe = model.metadata.get("recipe") or ""

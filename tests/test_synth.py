@@ -119,6 +119,26 @@ def test_digits_mode_says_only_digits(tmp_path):
         assert set(words) <= set(DIGIT_WORDS), u.text
 
 
+def test_fixed_size_test_split(tmp_path):
+    """--test-utterances/--test-speakers: exactly N test utterances from M unseen speakers; hours = train + dev."""
+    hours = 0.002
+    summary = synthesize_corpus(tmp_path / "f", hours, seed=3, text="digits", num_workers=1,
+                                test_utterances=12, test_speakers=4)
+    utts = all_utts(summary)
+    assert len(utts["test"]) == 12
+    test_speakers = {u.speaker for u in utts["test"]}
+    assert len(test_speakers) == 4
+    assert not test_speakers & {u.speaker for s in ("train", "dev") for u in utts[s]}
+    timed = sum(u.duration for s in ("train", "dev") for u in utts[s])
+    last = max((u for s in ("train", "dev") for u in utts[s]), key=lambda u: u.id.rsplit("-", 1)[1])
+    assert timed >= hours * 3600 > timed - last.duration
+    # The same request from two workers gives the same files.
+    again = synthesize_corpus(tmp_path / "g", hours, seed=3, text="digits", num_workers=2,
+                              test_utterances=12, test_speakers=4)
+    assert corpus_files(tmp_path / "f") == corpus_files(tmp_path / "g")
+    assert again["num_utterances"] == summary["num_utterances"]
+
+
 def test_refuses_to_overwrite_unless_asked(corpus, tmp_path):
     out = tmp_path / "e"
     synthesize_corpus(out, 0.001, seed=2, num_workers=1)

@@ -25,6 +25,7 @@ Writes OUT/wav/SPEAKER/*.wav (16 kHz, 16-bit), OUT/train.jsonl, OUT/dev.jsonl, O
 --num-workers is.
 
   speechdistill data synth --out corpus/synth --hours 1 --seed 0
+  speechdistill data synth --out corpus/digits --hours 0.5 --text digits --test-utterances 400 --test-speakers 8
 """
 
 
@@ -66,6 +67,19 @@ def register(data_subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     p.add_argument("--dev-fraction", type=float, default=0.1, help="fraction of speakers held out for dev")
     p.add_argument("--test-fraction", type=float, default=0.1, help="fraction of speakers held out for test")
     p.add_argument(
+        "--test-utterances",
+        type=int,
+        default=None,
+        help="a fixed-size test split of exactly this many utterances (then --hours counts train + dev only); "
+        "comparisons want >= 400 (`speechdistill compare`)",
+    )
+    p.add_argument(
+        "--test-speakers",
+        type=int,
+        default=None,
+        help="held-out test speakers (added to the default speaker count); None = --test-fraction of them",
+    )
+    p.add_argument(
         "--overwrite",
         action="store_true",
         help="replace the wav/ folder, manifests and speakers.json already in --out",
@@ -82,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         args.out, args.hours, seed=args.seed, text=args.text, num_workers=args.num_workers,
         num_speakers=args.num_speakers, dev_fraction=args.dev_fraction, test_fraction=args.test_fraction,
         overwrite=args.overwrite, progress=not args.no_progress,
+        test_utterances=args.test_utterances, test_speakers=args.test_speakers,
     )
     sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     return 0

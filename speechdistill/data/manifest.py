@@ -1,7 +1,8 @@
 """The native manifest: JSONL, one utterance a line.
 
 Keys: ``id``, ``path`` (relative to the manifest's folder, or absolute), ``num_samples``,
-``sample_rate``, and optional ``text`` and ``speaker``.  Reading resolves paths to absolute ones;
+``sample_rate``, and optional ``text``, ``speaker`` and ``label`` (a class name for utterance-level
+tasks such as keyword spotting: ``speechdistill compare``).  Reading resolves paths to absolute ones;
 writing makes them relative to the manifest's folder where possible so a corpus folder can move.
 """
 
@@ -17,7 +18,7 @@ from speechdistill.data.errors import ManifestError
 from speechdistill.utils.io import atomic_write_text
 
 REQUIRED_KEYS = ("id", "path", "num_samples", "sample_rate")
-OPTIONAL_KEYS = ("text", "speaker")
+OPTIONAL_KEYS = ("text", "speaker", "label")
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Utterance:
     sample_rate: int
     text: str | None = None
     speaker: str | None = None
+    label: str | None = None
 
     @property
     def duration(self) -> float:
@@ -68,6 +70,7 @@ def parse_line(line: str, manifest: str, line_no: int, base_dir: Path) -> Uttera
         sample_rate=obj["sample_rate"],
         text=obj.get("text"),
         speaker=obj.get("speaker"),
+        label=obj.get("label"),
     )
 
 

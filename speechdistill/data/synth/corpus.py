@@ -10,6 +10,11 @@ Determinism: utterance ``k`` (its speaker, text, prosody, noise) is a function o
 and every utterance is synthesised on a freshly loaded eSpeak (see ``espeak.py``), so the corpus is
 byte-identical for a seed whatever the number of worker processes. The corpus is the shortest prefix
 of utterances ``0, 1, 2, ...`` that reaches the requested duration with every split non-empty.
+
+A fixed-size test set (``test_utterances``, ``test_speakers``): the test split then holds exactly that
+many utterances from that many speakers, planned right after the first train and dev utterances, and
+``hours`` counts train + dev only.  Comparisons need it: one word must not be a point of WER, so a
+test set of 400+ utterances from 8+ unseen voices, whatever the size of the training part.
 """
 
 from __future__ import annotations
@@ -115,6 +120,9 @@ class SynthConfig:
     num_speakers: int | None = None  # None: from hours (see default_num_speakers)
     dev_fraction: float = 0.1  # of speakers
     test_fraction: float = 0.1
+    # A fixed-size test split (see the module doc); None = test_fraction of speakers and utterances.
+    test_utterances: int | None = None
+    test_speakers: int | None = None
     overwrite: bool = False
     audio: AudioOptions = field(default_factory=AudioOptions)
     prosody: ProsodyOptions = field(default_factory=ProsodyOptions)
@@ -134,6 +142,15 @@ class SynthConfig:
             v = getattr(self, name)
             if not 0 < v < 1:
                 raise BadInputError(f"{name} must be between 0 and 1 (exclusive), got {v}")
+        if self.test_utterances is not None and self.test_utterances < 1:
+            raise BadInputError(f"test_utterances must be at least 1, got {self.test_utterances}")
+        if self.test_speakers is not None and self.test_speakers < 1:
+            raise BadInputError(f"test_speakers must be at least 1, got {self.test_speakers}")
+        if self.test_speakers is not None and self.num_speakers is not None and self.test_speakers > self.num_speakers - 2:
+            raise BadInputError(
+                f"test_speakers={self.test_speakers} leaves fewer than 2 of num_speakers={self.num_speakers} "
+                "for train and dev"
+            )
         if self.dev_fraction + self.test_fraction >= 0.9:
             raise BadInputError(
                 f"dev_fraction + test_fraction = {self.dev_fraction + self.test_fraction} leaves too few "
@@ -158,8 +175,10 @@ def _rng(seed: int, *keys: object) -> random.Random:
     return random.Random(":".join(["speechdistill-synth", str(seed), *map(str, keys)]))
 
 
-def split_sizes(num_speakers: int, dev_fraction: float, test_fraction: float) -> dict[str, int]:
-    n_test = max(1, round(test_fraction * num_speakers))
+def split_sizes(
+    num_speakers: int, dev_fraction: float, test_fraction: float, test_speakers: int | None = None
+) -> dict[str, int]:
+    n_test = test_speakers or max(1, round(test_fraction * num_speakers))
     n_dev = max(1, round(dev_fraction * num_speakers))
     n_train = num_speakers - n_dev - n_test
     if n_train < 1:
@@ -176,6 +195,7 @@ def make_speakers(
     dev_fraction: float = 0.1,
     test_fraction: float = 0.1,
     prosody: ProsodyOptions = ProsodyOptions(),
+    test_speakers: int | None = None,
 ) -> list[Speaker]:
     """Distinct speakers, half male half female, assigned to disjoint splits."""
     if not voices or not (male_variants or female_variants):
@@ -210,7 +230,7 @@ def make_speakers(
         )
     order = list(range(num_speakers))
     rng.shuffle(order)
-    sizes = split_sizes(num_speakers, dev_fraction, test_fraction)
+    sizes = split_sizes(num_speakers, dev_fraction, test_fraction, test_speakers)
     splits = ["test"] * sizes["test"] + ["dev"] * sizes["dev"] + ["train"] * sizes["train"]
     return [Speaker(split=splits[pos], **drawn[i]) for pos, i in enumerate(order)]
 
@@ -219,22 +239,35 @@ class JobPlanner:
     """Yields utterance jobs 0, 1, 2, ... Each depends only on (seed, index) and the speaker list.
 
     Splits follow the speaker fractions in utterance counts (so in duration, roughly); the first three
-    utterances go to train, dev, test so that even a tiny corpus has all three.
+    utterances go to train, dev, test so that even a tiny corpus has all three.  With ``test_quota``
+    the test split gets exactly that many utterances, planned right after the first train and dev
+    ones, and the rest is shared between train and dev by their speaker fractions.
     """
 
-    def __init__(self, speakers: list[Speaker], seed: int, text: TextGenerator, prosody: ProsodyOptions):
+    def __init__(
+        self, speakers: list[Speaker], seed: int, text: TextGenerator, prosody: ProsodyOptions,
+        test_quota: int | None = None,
+    ):
         self.seed = seed
         self.text = text
         self.prosody = prosody
+        self.test_quota = test_quota
         self.by_split = {s: [spk for spk in speakers if spk.split == s] for s in SPLITS}
-        total = len(speakers)
-        self.fractions = {s: len(self.by_split[s]) / total for s in SPLITS}
+        shared = [s for s in SPLITS if not (test_quota and s == "test")]
+        total = sum(len(self.by_split[s]) for s in shared)
+        self.fractions = {s: (len(self.by_split[s]) / total if s in shared else 0.0) for s in SPLITS}
         self.counts = dict.fromkeys(SPLITS, 0)
         self.index = 0
 
     def _next_split(self) -> str:
         k = self.index
-        if k < len(SPLITS):
+        if self.test_quota:
+            if k < 2:
+                return SPLITS[k]
+            if self.counts["test"] < self.test_quota:
+                return "test"
+            k -= self.test_quota
+        elif k < len(SPLITS):
             return SPLITS[k]
         # The split furthest behind its share (ties: train, dev, test).
         return max(SPLITS, key=lambda s: (self.fractions[s] * (k + 1) - self.counts[s], -SPLITS.index(s)))
@@ -361,6 +394,8 @@ def synthesize_corpus(
     test_fraction: float = 0.1,
     overwrite: bool = False,
     progress: bool = False,
+    test_utterances: int | None = None,
+    test_speakers: int | None = None,
     audio: AudioOptions | None = None,
     prosody: ProsodyOptions | None = None,
 ) -> dict[str, Any]:
@@ -380,6 +415,8 @@ def synthesize_corpus(
         num_speakers=num_speakers,
         dev_fraction=dev_fraction,
         test_fraction=test_fraction,
+        test_utterances=test_utterances,
+        test_speakers=test_speakers,
         overwrite=overwrite,
         audio=audio or AudioOptions(),
         prosody=prosody or ProsodyOptions(),
@@ -396,8 +433,9 @@ def run_synthesis(out_dir: str | Path, cfg: SynthConfig, progress: bool = False)
     started = time.perf_counter()
     paths = find_espeak()
     voices = available_voices(paths, ENGLISH_VOICES)
+    num_speakers = cfg.num_speakers or default_num_speakers(cfg.hours) + (cfg.test_speakers or 0)
     speakers = make_speakers(
-        cfg.num_speakers or default_num_speakers(cfg.hours),
+        num_speakers,
         cfg.seed,
         voices,
         available_variants(paths, MALE_VARIANTS),
@@ -405,8 +443,9 @@ def run_synthesis(out_dir: str | Path, cfg: SynthConfig, progress: bool = False)
         cfg.dev_fraction,
         cfg.test_fraction,
         cfg.prosody,
+        cfg.test_speakers,
     )
-    planner = JobPlanner(speakers, cfg.seed, make_text_generator(cfg.text), cfg.prosody)
+    planner = JobPlanner(speakers, cfg.seed, make_text_generator(cfg.text), cfg.prosody, cfg.test_utterances)
     # Loading eSpeak here checks the installation before any output is touched or worker started.
     engine = EspeakSynth(paths)
     espeak_version = engine.version
@@ -431,8 +470,11 @@ def run_synthesis(out_dir: str | Path, cfg: SynthConfig, progress: bool = False)
     accepted: list[tuple[UtteranceJob, int]] = []
     per_split = dict.fromkeys(SPLITS, 0)
     total_s = 0.0
+    timed_s = 0.0  # the seconds ``hours`` counts: all, or train + dev with a fixed-size test split
 
     def done() -> bool:
+        if cfg.test_utterances:
+            return timed_s >= target_s and all(per_split.values()) and per_split["test"] >= cfg.test_utterances
         return total_s >= target_s and all(per_split.values())
 
     from tqdm import tqdm
@@ -440,12 +482,14 @@ def run_synthesis(out_dir: str | Path, cfg: SynthConfig, progress: bool = False)
     bar = tqdm(total=int(np.ceil(target_s)), unit="s", desc="synth", disable=not progress, dynamic_ncols=True)
 
     def accept(job: UtteranceJob, num_samples: int) -> None:
-        nonlocal total_s
-        before = total_s
+        nonlocal total_s, timed_s
+        before = timed_s
         total_s += num_samples / sr
+        if not (cfg.test_utterances and job.split == "test"):
+            timed_s += num_samples / sr
         accepted.append((job, num_samples))
         per_split[job.split] += 1
-        bar.update(min(int(total_s), bar.total) - min(int(before), bar.total))
+        bar.update(min(int(timed_s), bar.total) - min(int(before), bar.total))
 
     try:
         if workers == 1:
@@ -513,6 +557,7 @@ def run_synthesis(out_dir: str | Path, cfg: SynthConfig, progress: bool = False)
         "seed": cfg.seed,
         "text": cfg.text,
         "hours_requested": cfg.hours,
+        "test_utterances_requested": cfg.test_utterances,
         "sample_rate": sr,
         "espeak_version": espeak_version,
         "speakers": [

@@ -15,7 +15,7 @@ BAD_HELP = "what to do with bad audio or manifest lines: 'error' stops at the fi
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="build, convert, check and synthesise manifests",
                        description="Manifest tools. Native format: JSONL with id, path, num_samples, "
-                       "sample_rate, optional text and speaker (see manifests/README.md).",
+                       "sample_rate, optional text, speaker and label (see manifests/README.md).",
                        formatter_class=HelpFormatter)
     dsub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
 
@@ -62,6 +62,42 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--json", help="also write the report as JSON here")
     q.set_defaults(func=run_check)
 
+    q = dsub.add_parser(
+        "labelled-folder", help="KS/SID manifests from a folder of labelled recordings (e.g. FSDD)",
+        formatter_class=HelpFormatter,
+        description="Label, speaker and take from each file's path (relative to ROOT) by --pattern. Writes "
+        "OUT/speakers/{train,dev,test}.jsonl (speaker-disjoint: keyword spotting on new voices), "
+        "OUT/takes/{train,dev,test}.jsonl (held-out takes of the same speakers: speaker identification, FSDD's "
+        "official split) and OUT/upstream/{train,dev}.jsonl (in no test part of either: safe for training an "
+        "upstream), plus OUT/labelled_info.json.\n\n"
+        "  speechdistill data labelled-folder --root fsdd/recordings --out corpora/fsdd --text-map digits \\\n"
+        "      --test-speakers theo --dev-speakers nicolas")
+    q.add_argument("--root", required=True, help="folder of recordings (searched recursively)")
+    q.add_argument("--out", required=True, help="output folder")
+    q.add_argument("--pattern", default="{label}_{speaker}_{take}.wav",
+                   help="path pattern relative to ROOT with {label}, {speaker}, optional {take} and {_} (ignored), "
+                   "e.g. '{label}/{speaker}_nohash_{take}.wav' for Speech Commands")
+    q.add_argument("--test-speakers", default="", help="comma-separated test speakers (default: the first "
+                   "--num-test-speakers in sorted order)")
+    q.add_argument("--dev-speakers", default="", help="comma-separated dev speakers (default: the next --num-dev-speakers)")
+    q.add_argument("--num-test-speakers", type=int, default=1, help="test speakers when --test-speakers is not given")
+    q.add_argument("--num-dev-speakers", type=int, default=1, help="dev speakers when --dev-speakers is not given")
+    q.add_argument("--test-takes", default="0,1,2,3,4", help="takes held out for test (FSDD convention: 0-4)")
+    q.add_argument("--dev-takes", default="5,6,7,8,9", help="takes held out for dev")
+    q.add_argument("--text-map", default="", help="transcripts from labels for CTC: a preset (digits: 0->ZERO ...) "
+                   "or LABEL=TEXT,...; default: no text")
+    q.add_argument("--on-bad-audio", choices=["error", "skip"], default="error", help=BAD_HELP)
+    q.set_defaults(func=run_labelled_folder)
+
+    q = dsub.add_parser("merge", help="concatenate manifests (optionally repeating some)", formatter_class=HelpFormatter,
+                        description="Paths are resolved, so the output can live anywhere. Extra copies of a repeated "
+                        "manifest get ids ID#r1, ID#r2, ...\n\n"
+                        "  speechdistill data merge --out train.jsonl digits/train.jsonl fsdd/upstream/train.jsonl --repeat 1,3")
+    q.add_argument("manifests", nargs="+", help="input manifests")
+    q.add_argument("--out", required=True, help="output manifest (.jsonl)")
+    q.add_argument("--repeat", default="", help="comma-separated copies of each input (default 1 each)")
+    q.set_defaults(func=run_merge)
+
     from speechdistill.cli import synth_cmd
 
     synth_cmd.register(dsub)
@@ -107,6 +143,39 @@ def run_export_fairseq(args) -> int:
 
     n = export_fairseq(args.manifest, args.tsv, args.wrd, args.ltr)
     print(f"{n} utterances -> {args.tsv}")
+    return 0
+
+
+def _names(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def run_labelled_folder(args) -> int:
+    import json
+
+    from speechdistill.data.labelled import LabelledFolderConfig, parse_text_map, write_labelled_manifests
+
+    cfg = LabelledFolderConfig(
+        root=args.root, out=args.out, pattern=args.pattern, test_speakers=_names(args.test_speakers),
+        dev_speakers=_names(args.dev_speakers), num_test_speakers=args.num_test_speakers,
+        num_dev_speakers=args.num_dev_speakers, test_takes=_names(args.test_takes), dev_takes=_names(args.dev_takes),
+        text_map=parse_text_map(args.text_map), on_bad_audio=args.on_bad_audio,
+    )
+    info = write_labelled_manifests(cfg)
+    print(json.dumps({k: info[k] for k in ("test_speakers", "dev_speakers", "num_utterances", "manifests")}, indent=2))
+    return 0
+
+
+def run_merge(args) -> int:
+    from speechdistill.data.errors import BadInputError
+    from speechdistill.data.labelled import merge_manifests
+
+    try:
+        repeats = [int(x) for x in _names(args.repeat)] or None
+    except ValueError:
+        raise BadInputError(f"--repeat {args.repeat!r}: expected comma-separated integers") from None
+    n = merge_manifests(args.manifests, args.out, repeats)
+    print(f"{n} utterances -> {args.out}")
     return 0
 
 

@@ -100,8 +100,12 @@ class CTCMethod:
                         "name": f"{part}{'' if decay else '_no_decay'}"})
         return out
 
+    def log_probs(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-probs, frame lengths) of a batch; a subclass may feed features cached from a frozen encoder."""
+        return model(batch.wav, batch.lengths)
+
     def _loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, dict[str, float]]:
-        log_probs, frame_lengths = model(batch.wav, batch.lengths)
+        log_probs, frame_lengths = self.log_probs(model, batch)
         keep, targets, target_lengths = _utterance_ctc_inputs(self.vocab, list(batch.texts), log_probs.device)
         stats = {"empty_transcripts": float(len(batch.texts) - len(keep))}
         if len(keep) < len(batch.texts) and not self._warned_empty:

@@ -42,6 +42,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     # Stop after this many optimizer steps in this invocation (tests of interruption); 0 = no limit.
     stop_after: int = 0
+    # Early stopping: finish when this many validations in a row bring no new best of the method's
+    # best metric (the best artefact is kept); 0 = train all ``steps``.  Needs val_every and a dev set.
+    early_stop_patience: int = 0
     progress: bool = True
 
     def validate(self) -> None:
@@ -49,6 +52,10 @@ class TrainConfig:
             raise ValueError("train.steps must be >= 1")
         if self.grad_accum < 1:
             raise ValueError("train.grad_accum must be >= 1")
+        if self.early_stop_patience < 0:
+            raise ValueError("train.early_stop_patience must be >= 0")
+        if self.early_stop_patience and not self.val_every:
+            raise ValueError("train.early_stop_patience needs train.val_every > 0 (validations to count)")
 
 
 @dataclass
@@ -58,6 +65,7 @@ class TrainResult:
     out_dir: Path
     interrupted: bool
     artifact: Path | None
+    stopped_early: bool = False
 
 
 class _StopFlag:
@@ -127,6 +135,7 @@ class _Position:
     best: float | None = None
     audio_seconds: float = 0.0
     skipped: int = 0
+    since_best: int = 0  # validations since the best metric last improved strictly (early stopping)
 
 
 class Trainer:
@@ -160,19 +169,29 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.unwrapped = self.accelerator.unwrap_model(self.model)
 
-        self.loader, self.sampler, skipped_lines = build_train_loader(
-            data_cfg, seed=train_cfg.seed, rank=self.accelerator.process_index,
-            world_size=self.accelerator.num_processes,
-        )
+        # A method may bring its own data (e.g. features cached from a frozen encoder) with the same
+        # loader/sampler contract.
+        build_loaders = getattr(method, "build_loaders", None)
+        if build_loaders is not None:
+            self.loader, self.sampler, skipped_lines, self.dev_loader = build_loaders(
+                data_cfg, train_cfg.seed, self.accelerator.process_index, self.accelerator.num_processes
+            )
+        else:
+            self.loader, self.sampler, skipped_lines = build_train_loader(
+                data_cfg, seed=train_cfg.seed, rank=self.accelerator.process_index,
+                world_size=self.accelerator.num_processes,
+            )
+            self.dev_loader = None
+            if data_cfg.dev_manifest:
+                self.dev_loader = build_eval_loader(
+                    data_cfg.dev_manifest, data_cfg.max_batch_seconds, data_cfg.max_batch_size,
+                    data_cfg.num_workers, data_cfg.on_bad_audio, data_cfg.max_dev_batches,
+                )
         self.batches_per_epoch = len(self.sampler)
         if self.batches_per_epoch == 0:
             raise ValueError(f"{data_cfg.train_manifest}: no training batches")
-        self.dev_loader = None
-        if data_cfg.dev_manifest:
-            self.dev_loader = build_eval_loader(
-                data_cfg.dev_manifest, data_cfg.max_batch_seconds, data_cfg.max_batch_size,
-                data_cfg.num_workers, data_cfg.on_bad_audio, data_cfg.max_dev_batches,
-            )
+        self.last_dev: dict[str, float] = {}
+        self.stopped_early = False
         self.pos = _Position(skipped=len(skipped_lines))
         self.ckpt_root = self.out_dir / "checkpoints"
         self.log_path = self.out_dir / "train_log.jsonl"
@@ -194,7 +213,7 @@ class Trainer:
         self.scheduler.load_state_dict(ts["scheduler"])
         self.pos = _Position(
             ts["step"], ts["epoch"], ts["batch_in_epoch"], ts.get("best"), ts.get("audio_seconds", 0.0),
-            ts.get("skipped", self.pos.skipped),
+            ts.get("skipped", self.pos.skipped), ts.get("since_best", 0),
         )
         set_rng_state(*state["rng"])
         log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt, self.pos.step, self.pos.epoch,
@@ -205,7 +224,8 @@ class Trainer:
         p = self.pos
         return {
             "step": p.step, "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch,
-            "scheduler": self.scheduler.state_dict(), "best": p.best, "audio_seconds": p.audio_seconds,
+            "scheduler": self.scheduler.state_dict(), "best": p.best, "since_best": p.since_best,
+            "audio_seconds": p.audio_seconds,
             "skipped": p.skipped, "world_size": self.accelerator.num_processes,
             "method": getattr(self.method, "name", "?"),
         }
@@ -245,7 +265,17 @@ class Trainer:
             if self.best_metric is not None and self.best_metric[0] in metrics:
                 self._keep_if_best(metrics)
         self.accelerator.wait_for_everyone()
+        self.last_dev = metrics
         return metrics
+
+    def patience_exhausted(self) -> bool:
+        """Early stopping: ``early_stop_patience`` validations without a strict improvement."""
+        flag = [bool(self.cfg.early_stop_patience) and self.pos.since_best >= self.cfg.early_stop_patience]
+        if self.accelerator.num_processes > 1:  # only the main process validates: every rank stops together
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(flag, from_process=0)
+        return flag[0]
 
     def save_artifact(self) -> Path:
         """The method's artefact in OUT/model, written whole or not at all (a kill mid-write keeps the
@@ -259,6 +289,8 @@ class Trainer:
         name, mode = self.best_metric
         value = metrics[name]
         best = self.pos.best
+        improved = best is None or (value < best if mode == "min" else value > best)
+        self.pos.since_best = 0 if improved else self.pos.since_best + 1
         # Ties go to the later model: early in CTC training WER sits at 1.0 while CER still falls.
         if best is None or (value <= best if mode == "min" else value >= best):
             self.pos.best = value
@@ -313,7 +345,7 @@ class Trainer:
         interrupted = False
         micro = 0
         with _StopFlag() as stop:
-            while pos.step < cfg.steps and not interrupted:
+            while pos.step < cfg.steps and not interrupted and not self.stopped_early:
                 self.sampler.set_epoch(pos.epoch, pos.batch_in_epoch)
                 for batch in self.loader:
                     raise_if_bad(batch, self.data_cfg.on_bad_audio)
@@ -346,6 +378,11 @@ class Trainer:
                                          audio_s_per_s=f"{speed:.1f}")
                     if cfg.val_every and pos.step % cfg.val_every == 0 and pos.step < cfg.steps:
                         self.validate()
+                        if self.patience_exhausted():
+                            log.info("early stop at step %d: no better %s in %d validations", pos.step,
+                                     self.best_metric[0] if self.best_metric else "metric", pos.since_best)
+                            self.stopped_early = True
+                            break
                     if cfg.save_every and pos.step % cfg.save_every == 0 and pos.step < cfg.steps:
                         self.save_checkpoint()
                     if stop.signal is not None or (cfg.stop_after and pos.step - start_step >= cfg.stop_after):
@@ -371,7 +408,8 @@ class Trainer:
         artifact = None
         pos = self.pos
         if not interrupted:
-            final_metrics.update(self.validate())
+            # Stopped early: the model was validated at this very step.
+            final_metrics.update(self.last_dev if self.stopped_early else self.validate())
             if self.is_main:
                 if self.best_metric is None or pos.best is None:
                     self.save_artifact()
@@ -379,7 +417,8 @@ class Trainer:
                 atomic_write_json(self.out_dir / "train_summary.json", {
                     "step": pos.step, "metrics": final_metrics, "train_seconds": elapsed,
                     "audio_seconds_seen": pos.audio_seconds, "skipped_utterances": pos.skipped,
-                    "best": pos.best, "num_processes": self.accelerator.num_processes,
+                    "best": pos.best, "stopped_early": self.stopped_early,
+                    "num_processes": self.accelerator.num_processes,
                     "mixed_precision": self.accelerator.mixed_precision,
                 })
             if pos.skipped:
@@ -388,7 +427,7 @@ class Trainer:
             log.warning("stopped at step %d; continue with --resume", pos.step)
         self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
-        return TrainResult(pos.step, final_metrics, self.out_dir, interrupted, artifact)
+        return TrainResult(pos.step, final_metrics, self.out_dir, interrupted, artifact, self.stopped_early)
 
 
 def train(

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "speechdistill.cli.evaluate_cmd",
     "speechdistill.cli.prune_cmd",
     "speechdistill.cli.export_cmd",
+    "speechdistill.cli.compare_cmd",
     "speechdistill.cli.demo_cmd",
     "speechdistill.cli.recipes_cmd",
 ]

@@ -14,9 +14,15 @@ def test_demo_quick_end_to_end(tmp_path):
     for row in report["rows"]:
         for key in ("wer", "cer", "rtf", "encoder_params", "macs_per_second"):
             assert row[key] >= 0, (row["model"], key)
+        assert row["num_utterances"] == 12 and row["seeds"] == 2
     md = (out / "report.md").read_text()
-    assert "| gendistiller |" in md and "Quick mode" in md
-    assert (out / "wer_vs_params.png").stat().st_size > 1000
+    assert "| gendistiller |" in md and "Quick mode" in md and "2 seed(s)" in md
+    # The evaluation is `speechdistill compare`: its files, plots and the fidelity of the teacher to itself.
+    doc = json.loads((out / "compare" / "compare.json").read_text())
+    assert doc["smoke"] and {r["task"] for r in doc["records"]} == {"asr", "fidelity", "cost"}
+    assert (out / "compare" / "score_vs_macs.png").stat().st_size > 1000
+    fid = {r["model"]: r["fidelity_cos"] for r in report["rows"]}
+    assert abs(fid["teacher"] - 1.0) < 1e-3 and fid["gendistiller"] < 1.0
     # students are smaller than the teacher they came from
     params = {r["model"]: r["encoder_params"] for r in report["rows"]}
     assert params["gendistiller"] < params["teacher"] and params["distilhubert"] < params["teacher"]

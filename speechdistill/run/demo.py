@@ -1,9 +1,11 @@
 """``speechdistill demo``: the whole pipeline on the embedded default, offline, on CPU.
 
-Stages: synthesise a speaker-disjoint digits corpus -> take the shipped reference teacher (a
-HuBERT-architecture encoder trained from scratch with CTC by this project's own finetune-ctc) ->
-distill a GenDistiller and a DistilHuBERT student -> fine-tune the same CTC head on each frozen
-encoder (teacher included) -> evaluate all on the held-out speakers -> report.md/json + a plot.
+Stages: synthesise a speaker-disjoint digits corpus (a fixed test set of 400 utterances from 8 voices
+never heard in training) -> take the shipped reference teacher (a HuBERT-architecture encoder trained
+from scratch with CTC by this project's own finetune-ctc) -> distill a GenDistiller and a DistilHuBERT
+student -> ``speechdistill compare`` on the three frozen encoders (the same CTC head on each, layer
+fidelity to the teacher, cost) -> report.md/json + Pareto plots.  The evaluation runs fewer seeds and
+tasks than the full comparison protocol to keep the demo's 15-minute budget, and its report says so.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ class DemoConfig:
     threads: int = 0  # 0: torch's default
     # A smoke run (recipe demo/quick): the report says its numbers are not meaningful.
     quick: bool = False
+    # Evaluation (``speechdistill compare``): seeds per ASR head (the full protocol uses 3) and the
+    # corpus's fixed-size test set (one word must not be a point of WER).
+    eval_seeds: int = 1
+    test_utterances: int = 400
+    test_speakers: int = 8
 
 
 class Stages:
@@ -86,34 +93,69 @@ def _distill(cfg: DemoConfig, method: str, manifests: dict, out: Path, teacher_l
     return out / "model"
 
 
-def _finetune(cfg: DemoConfig, upstream: str, manifests: dict, out: Path) -> Path:
+def _compare(cfg: DemoConfig, models: dict[str, str], corpus: Path, out: Path) -> dict:
+    """The demo's evaluation: ``speechdistill compare`` (recipe compare/digits) with the demo's head budget."""
     from speechdistill.config import load_config, validated
-    from speechdistill.run.finetune import FinetuneConfig, run_finetune
+    from speechdistill.run.compare import CompareConfig, run_compare
 
-    base = load_config(FinetuneConfig, "demo_head", command="finetune-ctc", validate=False)
-    fcfg = replace(
-        base, out_dir=str(out),
-        ctc=replace(base.ctc, upstream=upstream,
-                    head=replace(base.ctc.head, head=cfg.ctc_head, lstm_hidden=cfg.ctc_lstm_hidden)),
-        data=replace(base.data, train_manifest=manifests["train"], dev_manifest=manifests["dev"],
-                     max_batch_seconds=cfg.max_batch_seconds),
-        optim=replace(base.optim, lr=cfg.ctc_lr),
-        train=replace(base.train, steps=cfg.ctc_steps, seed=cfg.seed, val_every=max(cfg.ctc_steps // 3, 1),
-                      log_every=max(1, min(10, cfg.ctc_steps))),
+    base = load_config(CompareConfig, "digits", command="compare", validate=False)
+    asr = replace(
+        base.asr, head=replace(base.asr.head, head=cfg.ctc_head, lstm_hidden=cfg.ctc_lstm_hidden, lstm_layers=1),
+        optim=replace(base.asr.optim, lr=cfg.ctc_lr), max_steps=cfg.ctc_steps, val_every=max(1, cfg.ctc_steps // 10),
+        max_batch_seconds=cfg.max_batch_seconds,
     )
-    run_finetune(validated(fcfg))
-    return out / "model"
+    cost = replace(base.cost, threads=cfg.threads or 1)
+    if cfg.quick:
+        cost = replace(cost, seconds=2.0, repeats=2, isolate=False)
+    ccfg = replace(
+        base, out=str(out), models=[f"{k}={v}" for k, v in models.items()], reference="teacher",
+        data={"corpus": str(corpus)}, seeds=cfg.eval_seeds, asr=asr, cost=cost, smoke=cfg.quick,
+        title="speechdistill demo: teacher and students on held-out voices",
+    )
+    return run_compare(validated(ccfg))
+
+
+def _corpus(cfg: DemoConfig, corpus: Path) -> dict[str, str]:
+    """Synthesise the corpus, or reuse one made with the same test-set request."""
+    import json
+
+    from speechdistill.data.synth.corpus import synthesize_corpus
+
+    info = corpus / "speakers.json"
+    if (corpus / "test.jsonl").is_file() and info.is_file():
+        doc = json.loads(info.read_text(encoding="utf-8"))
+        if doc.get("test_utterances_requested") == cfg.test_utterances and doc.get("seed") == cfg.seed:
+            log.info("reusing the corpus in %s", corpus)
+            return {s: str(corpus / f"{s}.jsonl") for s in ("train", "dev", "test")}
+    res = synthesize_corpus(corpus, cfg.hours, seed=cfg.seed, text="digits", progress=True, overwrite=True,
+                            test_utterances=cfg.test_utterances, test_speakers=cfg.test_speakers)
+    return {k: str(v) for k, v in res["manifests"].items()}
+
+
+def _rows(doc: dict) -> list[dict]:
+    """One row per model (report.json), from compare's records."""
+    rows = []
+    for model in dict.fromkeys(r["model"] for r in doc["records"]):
+        by = {r["type"]: r for r in doc["records"] if r["model"] == model}
+        asr, fid = by.get("asr", {}), by.get("fidelity", {})
+        rows.append({
+            "model": model, "how": "frozen encoder + CTC head (speechdistill compare)",
+            "encoder_params": asr.get("params"), "macs_per_second": asr.get("macs_per_second"),
+            "wer": asr.get("mean"), "wer_ci": [asr.get("ci_low"), asr.get("ci_high")],
+            "cer": (asr.get("secondary") or {}).get("cer", {}).get("mean"),
+            "rtf": asr.get("rtf"), "threads": asr.get("rtf_threads"), "fidelity_cos": fid.get("mean"),
+            "num_utterances": asr.get("test_utterances"), "test_speakers": asr.get("test_speakers"),
+            "seeds": asr.get("seeds"), "vs_teacher": asr.get("vs_reference"),
+        })
+    return rows
 
 
 def run_demo(cfg: DemoConfig) -> dict:
     import torch
 
-    from speechdistill.asr.evaluate import evaluate_model
-    from speechdistill.data.synth.corpus import synthesize_corpus
     from speechdistill.models.builtin import resolve_model_path
     from speechdistill.models.load import load_encoder
     from speechdistill.report.demo_report import write_demo_report
-    from speechdistill.report.stats import count_macs, count_parameters
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -121,18 +163,12 @@ def run_demo(cfg: DemoConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages([
         "synthesise corpus", "distill GenDistiller", "distill DistilHuBERT",
-        "CTC head on frozen teacher", "CTC head on frozen GenDistiller", "CTC head on frozen DistilHuBERT",
-        "evaluate on held-out speakers", "report",
+        "compare (cached features, ASR heads, layer fidelity, cost)", "report",
     ])
 
     stages.next()
     corpus = out / "corpus"
-    if (corpus / "test.jsonl").is_file():
-        log.info("reusing the corpus in %s", corpus)
-        manifests = {s: str(corpus / f"{s}.jsonl") for s in ("train", "dev", "test")}
-    else:
-        res = synthesize_corpus(corpus, cfg.hours, seed=cfg.seed, text="digits", progress=True)
-        manifests = {k: str(v) for k, v in res["manifests"].items()}
+    manifests = _corpus(cfg, corpus)
 
     teacher_dir = resolve_model_path(cfg.teacher)
     teacher_layers = load_encoder(teacher_dir).num_output_layers
@@ -141,37 +177,21 @@ def run_demo(cfg: DemoConfig) -> dict:
     stages.next()
     dh_dir = _distill(cfg, "distilhubert", manifests, out / "distilhubert", teacher_layers)
 
-    ctc_dirs = {}
-    for name, upstream in [("teacher", teacher_dir), ("gendistiller", str(gen_dir)), ("distilhubert", str(dh_dir))]:
-        stages.next()
-        ctc_dirs[name] = _finetune(cfg, upstream, manifests, out / f"ctc_{name}")
-
     stages.next()
-    rows = []
-    evals = [(n, d, "frozen encoder + CTC head") for n, d in ctc_dirs.items()]
-    if (Path(teacher_dir) / "ctc_config.json").is_file():
-        evals.insert(0, ("teacher (shipped CTC)", Path(teacher_dir), "trained end to end with CTC (reference)"))
-    for name, model_dir, how in evals:
-        rep = evaluate_model(model_dir, manifests["test"], out / "eval" / name.split(" ")[0] / ("shipped" if "shipped" in name else ""),
-                             threads=cfg.threads or None)
-        enc = load_encoder(Path(model_dir) / "encoder")
-        rows.append({
-            "model": name, "how": how, "encoder_params": count_parameters(enc), "total_params": rep.get("params", {}),
-            "macs_per_second": count_macs(enc, 1.0), "wer": rep["wer"], "cer": rep["cer"], "rtf": rep["rtf"],
-            "threads": rep.get("threads"), "num_utterances": rep["num_utterances"], "audio_hours": rep["audio_hours"],
-        })
+    doc = _compare(cfg, {"teacher": teacher_dir, "gendistiller": str(gen_dir), "distilhubert": str(dh_dir)},
+                   corpus, out / "compare")
+    rows = _rows(doc)
 
     stages.next()
     teacher_row = next(r for r in rows if r["model"] == "teacher")
-    meaningful = teacher_row["wer"] <= MEANINGFUL_TEACHER_WER
+    meaningful = teacher_row["wer"] is not None and teacher_row["wer"] <= MEANINGFUL_TEACHER_WER
     total = stages.done()
     summary = {
         "config": to_dict(cfg), "manifests": manifests, "teacher": cfg.teacher, "rows": rows,
         "meaningful": meaningful, "meaningful_rule": f"teacher (frozen + head) test WER <= {MEANINGFUL_TEACHER_WER}",
-        "stage_seconds": stages.times, "total_seconds": total,
+        "compare": str(out / "compare" / "compare.json"), "stage_seconds": stages.times, "total_seconds": total,
     }
-    write_demo_report(summary, out)
+    write_demo_report(summary, doc, out)
     atomic_write_json(out / "report.json", summary)
     log.info("demo finished in %.0f s: %s", total, out / "report.md")
     return summary
-

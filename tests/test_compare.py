@@ -134,8 +134,14 @@ def test_an_interrupted_run_reuses_its_finished_cells(compared, suite_data):
     # A third run recomputes nothing; a changed head budget recomputes only the cells it affects.
     again = run_compare(_config(suite_data, out), command="test")
     assert again["cells_computed"] == 0
-    changed = run_compare(_config(suite_data, out, ["utterance.hidden=8", "only_tasks=[ks,cost]"]), command="test")
+    changed = run_compare(_config(suite_data, out, ["utterance.hidden=8", "only_tasks=[ks,cost]",
+                                                    "pairs=[teacher:student_int8]"]), command="test")
     assert changed["cells_computed"] == 4 and changed["cells_reused"] == 2  # ks x 2 models x 2 seeds; cost kept
+    pair = {r["task"]: r["vs_pairs"]["student_int8"] for r in changed["records"] if r["model"] == "teacher"}
+    assert pair["ks"]["ci_low"] <= pair["ks"]["mean"] <= pair["ks"]["ci_high"] and pair["cost"]["speedup"] > 0
+    assert "## Pairs" in (out / "compare.md").read_text()
+    head = json.loads((out / "cells/teacher/ks/seed0/head/model/head_config.json").read_text())
+    assert head["head"]["hidden"] == 8  # retrained, not the earlier head left in the cell's folder
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,6 +178,8 @@ def test_unknown_task_is_refused(suite_data, tmp_path, caplog):
         _config(suite_data, tmp_path / "a", ["tasks=[{name: x, type: emotion}]"])
     with pytest.raises(ConfigError, match="unknown task"):
         _config(suite_data, tmp_path / "b", ["only_tasks=[asr,nope]"])
+    with pytest.raises(ConfigError, match="pairs entry"):
+        run_compare(_config(suite_data, tmp_path / "d", ["pairs=[teacher:nobody]"]))
     rc = main(["compare", "digits", f"--corpus={suite_data}", f"--out={tmp_path}/c", "--tasks", "asr,nope",
                "--models", f"t={suite_data}/teacher"])
     assert rc == 2 and "unknown task(s) ['nope']" in caplog.text

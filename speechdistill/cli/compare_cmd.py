@@ -37,6 +37,8 @@ FLAGS = [
     Flag("--out", "out", "output folder", metavar="DIR"),
     Flag("--seeds", "seeds", "seeds per trained cell", type=int),
     Flag("--reference", "reference", "row that differences are measured against (default: the first model)"),
+    Flag("--pairs", "pairs", "more paired differences ROW:OTHER (e.g. gen_int8:gen)", type=comma_list,
+         metavar="LIST"),
     Flag("--teacher", "teacher", "layer-fidelity teacher: a row name or a spec (default: the reference row)"),
     Flag("--corpus", "data.corpus", "folder with train/dev/test.jsonl (e.g. `speechdistill data synth`)", metavar="DIR"),
     Flag("--labelled", "data.labelled", "output folder of `speechdistill data labelled-folder` (KS/SID)",

@@ -134,7 +134,7 @@ def cached_features(
     states are wanted and only pooled ones were stored) it is extracted with ``load_encoder()``."""
     path = cache_root / f"{key}-{manifest_hash(manifest)}"
     fs = load_feature_set(path)
-    if fs is not None and (fs.has_frames or not frames):
+    if fs is not None and (not frames or (fs.has_frames and fs.meta["dtype"] == dtype)):
         return fs
     extract_features(load_encoder(), manifest, path, frames, dtype, max_batch_seconds, max_batch_size, desc)
     return load_feature_set(path)

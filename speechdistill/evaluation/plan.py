@@ -96,6 +96,7 @@ class Plan:
     reference: str
     teacher: ModelInfo | None
     seeds: list[int]
+    pairs: list[tuple[str, str]] = field(default_factory=list)  # (row, row it is compared with)
 
     def cells(self) -> list[Cell]:
         out = []
@@ -162,6 +163,13 @@ def build_plan(cfg: CompareConfig) -> Plan:
     reference = cfg.reference or names[0]
     if reference not in names:
         raise ConfigError(f"reference {reference!r} is not one of the models ({', '.join(names)})")
+    pairs = []
+    for item in cfg.pairs:
+        a, sep, b = item.partition(":")
+        if not sep or a not in names or b not in names or a == b:
+            raise ConfigError(f"pairs entry {item!r}: expected ROW:OTHER_ROW with two different model names "
+                              f"({', '.join(names)})")
+        pairs.append((a, b))
     selected = [t for t in cfg.tasks if not cfg.only_tasks or t.name in cfg.only_tasks]
     tasks = [_check_task(t, cfg.data) for t in selected]
 
@@ -182,7 +190,7 @@ def build_plan(cfg: CompareConfig) -> Plan:
     # The fidelity teacher first: its features are extracted once and every row compares to them.
     if teacher is not None:
         models.sort(key=lambda m: m.fingerprint != teacher.fingerprint)
-    return Plan(models, tasks, reference, teacher, list(range(cfg.seeds)))
+    return Plan(models, tasks, reference, teacher, list(range(cfg.seeds)), pairs)
 
 
 def cell_hash(cell: Cell, cfg: CompareConfig, manifest_hashes: dict[str, str], teacher_fp: str = "") -> str:

@@ -78,6 +78,19 @@ def _read_result(path: Path, expected_hash: str) -> dict | None:
     return res if res.get("cell_hash") == expected_hash else None
 
 
+def _claim_cell_dir(cell_dir: Path, h: str) -> None:
+    """A cell directory left by other settings (a changed head budget, a retrained model) is cleared, so
+    its head and checkpoints are never mistaken for this cell's; the same cell's partial run is kept
+    (its head resumes from the checkpoint)."""
+    import shutil
+
+    stamp = cell_dir / "cell_hash"
+    if cell_dir.exists() and (not stamp.is_file() or stamp.read_text().strip() != h):
+        shutil.rmtree(cell_dir)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(stamp, h)
+
+
 def versions() -> dict[str, str]:
     import importlib.metadata as md
 
@@ -167,6 +180,7 @@ class Suite:
                     h = cell_hash(cell, self.cfg, self.manifest_hashes[cell.task.name], teacher_fp)
                     res = _read_result(cell_dir / RESULT_FILE, h)
                     if res is None:
+                        _claim_cell_dir(cell_dir, h)
                         t0 = time.perf_counter()
                         res = self.run_cell(cell, cell_dir)
                         res.update({"cell_hash": h, "cell": cell.key, "seconds": time.perf_counter() - t0})
@@ -268,28 +282,41 @@ def aggregate(cfg: CompareConfig, plan: Plan, results: dict[str, dict], infos: d
     return records
 
 
-def _differences(cfg: CompareConfig, plan: Plan, records: list[dict]) -> None:
+def _difference(cfg: CompareConfig, plan: Plan, r: dict, base: dict) -> dict:
+    """``r - base`` for one task: paired CI, verdict and why a win may not be claimed."""
     st = cfg.stats
+    if r["type"] == "cost":
+        return {"against": base["model"], "speedup": base["mean"] / r["mean"] if r["mean"] else None}
+    metric = r["metric"]
+    d = paired_difference([_scores(c, metric) for c in r["_cells"]], [_scores(c, metric) for c in base["_cells"]],
+                          st.bootstrap, st.confidence, st.seed)
+    converged = r.get("converged", True) and base.get("converged", True)
+    task = next(t for t in plan.tasks if t.name == r["task"])
+    rule = _claim_rule(r["type"], min(r["seeds"], base["seeds"]), converged, task, st)
+    if not d.excludes_zero() or rule:
+        verdict = "within noise"
+    else:
+        verdict = "better" if (d.mean > 0) == r["higher_is_better"] else "worse"
+    return {"against": base["model"], **d.to_dict(), "verdict": verdict, "claim_rule": rule or "holds"}
+
+
+def _differences(cfg: CompareConfig, plan: Plan, records: list[dict]) -> None:
+    """Every row against the reference row (``vs_reference``) and the configured pairs (``vs_pairs``)."""
     by = {(r["model"], r["task"]): r for r in records}
-    tasks = {t.name: t for t in plan.tasks}
+    pairs = plan.pairs
     for r in records:
-        ref = by.get((plan.reference, r["task"]))
-        if r["model"] == plan.reference or ref is None or r["mean"] is None or ref["mean"] is None:
+        if r["mean"] is None:
             continue
-        if r["type"] == "cost":
-            r["vs_reference"] = {"reference": plan.reference, "speedup": ref["mean"] / r["mean"] if r["mean"] else None}
-            continue
-        metric = r["metric"]
-        d = paired_difference([_scores(c, metric) for c in r["_cells"]], [_scores(c, metric) for c in ref["_cells"]],
-                              st.bootstrap, st.confidence, st.seed)
-        converged = r.get("converged", True) and ref.get("converged", True)
-        rule = _claim_rule(r["type"], min(r["seeds"], ref["seeds"]), converged, tasks[r["task"]], st)
-        if not d.excludes_zero() or rule:
-            verdict = "within noise"
-        else:
-            verdict = "better" if (d.mean > 0) == r["higher_is_better"] else "worse"
-        r["vs_reference"] = {"reference": plan.reference, **d.to_dict(), "verdict": verdict,
-                             "claim_rule": rule or "holds"}
+        bases = [(plan.reference, "vs_reference")] + [(b, None) for a, b in pairs if a == r["model"]]
+        for base_name, key in bases:
+            base = by.get((base_name, r["task"]))
+            if base_name == r["model"] or base is None or base["mean"] is None:
+                continue
+            d = _difference(cfg, plan, r, base)
+            if key:
+                r[key] = {"reference": base_name, **d}
+            else:
+                r.setdefault("vs_pairs", {})[base_name] = d
 
 
 # ---------------------------------------------------------------------------------------------

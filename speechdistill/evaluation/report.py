@@ -67,25 +67,38 @@ def secondary_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def _diff_line(r: dict, d: dict, against: bool = False) -> str:
+    m = r["metric"]
+    k = 100 if m in PERCENT else 1
+    unit, nd = (" pts", 1) if m in PERCENT else ("", 3)
+    return (f"| {r['task']} | {r['model']}{' − ' + d['against'] if against else ''} | {k * d['mean']:+.{nd}f}{unit} | "
+            f"[{k * d['ci_low']:+.{nd}f}, {k * d['ci_high']:+.{nd}f}] | {d['verdict']} | {d['claim_rule']} |")
+
+
 def difference_table(doc: dict) -> str:
     rows = [r for r in doc["records"] if r.get("vs_reference") and r["type"] != "cost"]
     if not rows:
         return ""
     lines = [f"Differences against **{doc['reference']}** (row − reference), paired by test utterance:", "",
              "| task | model | Δ | 95 % CI | verdict | claim rule |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        d, m = r["vs_reference"], r["metric"]
-        k = 100 if m in PERCENT else 1
-        unit = " pts" if m in PERCENT else ""
-        lines.append(
-            f"| {r['task']} | {r['model']} | {k * d['mean']:+.{1 if k == 100 else 3}f}{unit} | "
-            f"[{k * d['ci_low']:+.{1 if k == 100 else 3}f}, {k * d['ci_high']:+.{1 if k == 100 else 3}f}] | "
-            f"{d['verdict']} | {d['claim_rule']} |"
-        )
+    lines += [_diff_line(r, r["vs_reference"]) for r in rows]
     speed = [r for r in doc["records"] if r["type"] == "cost" and r.get("vs_reference", {}).get("speedup")]
     if speed:
         lines += ["", "CPU speed-up over the reference (its RTF / row RTF): " + ", ".join(
             f"{r['model']} {r['vs_reference']['speedup']:.2f}x" for r in speed)]
+    return "\n".join(lines)
+
+
+def pairs_table(doc: dict) -> str:
+    rows = [(r, d) for r in doc["records"] for d in (r.get("vs_pairs") or {}).values()]
+    if not rows:
+        return ""
+    lines = ["| task | pair | Δ | 95 % CI | verdict | claim rule |", "|---|---|---|---|---|---|"]
+    lines += [_diff_line(r, d, against=True) for r, d in rows if r["type"] != "cost"]
+    speed = [(r, d) for r, d in rows if r["type"] == "cost" and d.get("speedup")]
+    if speed:
+        lines += ["", "CPU speed-up (second row's RTF / first row's): " + ", ".join(
+            f"{r['model']} vs {d['against']} {d['speedup']:.2f}x" for r, d in speed)]
     return "\n".join(lines)
 
 
@@ -136,6 +149,7 @@ def write_markdown(doc: dict, path: Path) -> None:
     ]
     for title, body in [("## Secondary metrics", secondary_table(doc)),
                         ("## Against the reference", difference_table(doc)),
+                        ("## Pairs", pairs_table(doc)),
                         ("## Layer fidelity per target", fidelity_table(doc)),
                         ("## Heads", "Steps with * hit max_steps without early stopping.\n\n" + heads_table(doc)
                          if heads_table(doc) else ""),

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,6 +44,21 @@ log = logging.getLogger(__name__)
 HEAD_DIR = "head"
 
 
+@contextmanager
+def _quiet(*names: str):
+    """The engine logs every validation and checkpoint; over a suite of heads that drowns the progress bar
+    (each head's log is in its train_log.jsonl), so only warnings pass while a head trains."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, levels):
+            lg.setLevel(lvl)
+
+
 class SuiteInterrupted(Exception):
     """A head's training was stopped by a signal (its checkpoint is saved; a rerun continues it)."""
 
@@ -63,7 +79,8 @@ def _train_head(method, cell: Cell, heads, steps: int, val_every: int, patience:
     resume = latest_checkpoint(out / "checkpoints") is not None
     run_config = {"cell": cell.key, "model": asdict(cell.model.entry), "task": asdict(cell.task.cfg),
                   "heads": to_dict(heads), "train": to_dict(train_cfg)}
-    result = train(method, train_cfg, heads.optim, data_cfg, out, resume=resume, run_config=run_config)
+    with _quiet("speechdistill.train", "speechdistill.methods"):
+        result = train(method, train_cfg, heads.optim, data_cfg, out, resume=resume, run_config=run_config)
     if result.interrupted:
         raise SuiteInterrupted(cell.key)
     return json.loads(summary_file.read_text(encoding="utf-8"))

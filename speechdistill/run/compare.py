@@ -30,6 +30,8 @@ class CompareConfig:
     models: list[str] = field(default_factory=list)
     # The row differences are measured against (default: the first model).
     reference: str = ""
+    # More paired differences, ROW:OTHER (e.g. an int8 export against its PyTorch source: gen_int8:gen).
+    pairs: list[str] = field(default_factory=list)
     # Layer fidelity compares every row with this teacher: a row name or a spec (default: the reference).
     teacher: str = ""
     # Named data roots the tasks read (see evaluation.suite.TaskConfig).

@@ -8,6 +8,9 @@ Layout of OUT::
     cells/MODEL/model_info.json            params, MACs, file size
     features/                              cached layer stacks (features.cache_dir)
 
+``cells_dir`` and ``features.cache_dir`` may point elsewhere, so suites share finished cells (a cell is
+found by its model, task name and seed, and reused only when its hash matches).
+
 A cell is finished when its ``result.json`` exists with the cell's hash (model fingerprint, manifests,
 task and head settings, seed): an interrupted run is rerun with the same command and only the missing
 cells are computed; a head interrupted mid-training resumes from its checkpoint.
@@ -126,6 +129,7 @@ class Suite:
         self.cfg, self.plan, self.on_cell = cfg, plan, on_cell
         self.out = Path(cfg.out)
         self.cache_root = Path(cfg.features.cache_dir) if cfg.features.cache_dir else self.out / "features"
+        self.cells = Path(cfg.cells_dir) if cfg.cells_dir else self.out / "cells"
         self.encoders = _Encoders()
         self.manifest_hashes = {t.name: {s: manifest_hash(p) for s, p in t.manifests.items()} for t in plan.tasks}
         self.reused = 0
@@ -137,7 +141,7 @@ class Suite:
                                frames, f.dtype, f.max_batch_seconds, f.max_batch_size, desc=f"features {m.name}")
 
     def model_info(self, m: ModelInfo) -> dict:
-        path = self.out / "cells" / m.name / INFO_FILE
+        path = self.cells / m.name / INFO_FILE
         key = f"{m.fingerprint}-{self.cfg.cost.seconds}"
         if path.is_file():
             info = json.loads(path.read_text(encoding="utf-8"))
@@ -176,7 +180,7 @@ class Suite:
                 bar.update(1)
                 for cell in (c for c in cells if c.model is m):
                     bar.set_postfix_str(cell.key)
-                    cell_dir = self.out / "cells" / cell.key
+                    cell_dir = self.cells / cell.key
                     h = cell_hash(cell, self.cfg, self.manifest_hashes[cell.task.name], teacher_fp)
                     res = _read_result(cell_dir / RESULT_FILE, h)
                     if res is None:
@@ -345,7 +349,7 @@ def run_suite(cfg: CompareConfig, command: str | None = None, on_cell: Callable[
     finally:
         torch.set_num_threads(old_threads)
     if suite.reused:
-        log.info("reused %d finished cell(s) from %s", suite.reused, out / "cells")
+        log.info("reused %d finished cell(s) from %s", suite.reused, suite.cells)
     records = aggregate(cfg, plan, results, infos)
     doc = {
         "title": cfg.title, "smoke": cfg.smoke, "command": command or shlex.join(sys.argv),

@@ -46,6 +46,8 @@ class CompareConfig:
     stats: StatsSettings = field(default_factory=StatsSettings)
     features: FeatureSettings = field(default_factory=FeatureSettings)
     threads: int = 0  # torch threads for feature extraction and heads (0 = current setting)
+    # Finished cells (default OUT/cells); suites sharing one reuse each other's cells with equal settings.
+    cells_dir: str = ""
     title: str = ""
     # A smoke run: the report and plots say the numbers are not meaningful.
     smoke: bool = False

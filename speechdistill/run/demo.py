@@ -93,10 +93,10 @@ def _distill(cfg: DemoConfig, method: str, manifests: dict, out: Path, teacher_l
     return out / "model"
 
 
-def _compare(cfg: DemoConfig, models: dict[str, str], corpus: Path, out: Path) -> dict:
+def compare_config(cfg: DemoConfig, models: dict[str, str], corpus: Path, out: Path):
     """The demo's evaluation: ``speechdistill compare`` (recipe compare/digits) with the demo's head budget."""
     from speechdistill.config import load_config, validated
-    from speechdistill.run.compare import CompareConfig, run_compare
+    from speechdistill.run.compare import CompareConfig
 
     base = load_config(CompareConfig, "digits", command="compare", validate=False)
     asr = replace(
@@ -112,7 +112,7 @@ def _compare(cfg: DemoConfig, models: dict[str, str], corpus: Path, out: Path) -
         data={"corpus": str(corpus)}, seeds=cfg.eval_seeds, asr=asr, cost=cost, smoke=cfg.quick,
         title="speechdistill demo: teacher and students on held-out voices",
     )
-    return run_compare(validated(ccfg))
+    return validated(ccfg)
 
 
 def _corpus(cfg: DemoConfig, corpus: Path) -> dict[str, str]:
@@ -178,8 +178,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     dh_dir = _distill(cfg, "distilhubert", manifests, out / "distilhubert", teacher_layers)
 
     stages.next()
-    doc = _compare(cfg, {"teacher": teacher_dir, "gendistiller": str(gen_dir), "distilhubert": str(dh_dir)},
-                   corpus, out / "compare")
+    from speechdistill.run.compare import run_compare
+
+    models = {"teacher": teacher_dir, "gendistiller": str(gen_dir), "distilhubert": str(dh_dir)}
+    doc = run_compare(compare_config(cfg, models, corpus, out / "compare"))
     rows = _rows(doc)
 
     stages.next()

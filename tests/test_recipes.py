@@ -35,7 +35,8 @@ def tiny_overrides(command: str, name: str, out, corpus, models) -> list[str]:
                 "gendistiller.decoder_heads=4", "gendistiller.decoder_ffn_dim=32", "data.crop_seconds=0.5", *data,
                 *train]
     if command == "finetune-ctc":
-        upstream = [] if name == "reference_teacher" else [f"ctc.upstream={models['encoder']}"]
+        from_scratch = name in ("reference_teacher", "real_digits_teacher")
+        upstream = [] if from_scratch else [f"ctc.upstream={models['encoder']}"]
         return [*upstream, f"out_dir={out}", *data, *train]
     if command == "prune":
         return [f"model={models['encoder']}", f"calib={corpus['dev']}", f"out={out}", "num_calib=4", "sketch_rows=0",
@@ -47,11 +48,32 @@ def tiny_overrides(command: str, name: str, out, corpus, models) -> list[str]:
     if command == "evaluate":
         return [f"model={models['ctc']}", f"manifest={corpus['dev']}", f"out={out}", "threads=1"]
     if command == "demo":
-        return [f"out={out}", "hours=0.02", "distill_steps=1", "ctc_steps=1"]
+        return [f"out={out}", "hours=0.02", "distill_steps=1", "ctc_steps=1", "test_utterances=6", "test_speakers=2",
+                "eval_seeds=1"]
+    if command == "compare":
+        return [f"out={out}", f"models=[m={models['encoder']}]", f"data.corpus={corpus['labelled']}",
+                f"data.labelled={corpus['labelled']}", f"data.real_audio={corpus['labelled']}/test.jsonl",
+                "seeds=1", "asr.max_steps=1", "asr.val_every=1", "utterance.max_steps=1", "utterance.val_every=1",
+                "cost.seconds=1", "cost.repeats=1", "cost.isolate=false", "stats.bootstrap=100"]
     raise AssertionError(f"no tiny overrides for {command} recipes: add them here so {command}/{name} is run")
 
 
+@pytest.fixture(scope="module")
+def corpus(tone_corpus, tmp_path_factory):
+    """The tone corpus plus a labelled copy with train/dev/test (compare's keyword and speaker tasks)."""
+    from dataclasses import replace
+
+    from speechdistill.data.manifest import write_manifest
+
+    root = tmp_path_factory.mktemp("labelled")
+    for split, src in (("train", "train"), ("dev", "dev"), ("test", "dev")):
+        utts = [replace(u, label=f"n{len(u.text.split()) > 1}") for u in read_manifest(tone_corpus[src])]
+        for sub in ("", "speakers", "takes"):  # the layout of `data labelled-folder`
+            write_manifest(root / sub / f"{split}.jsonl", utts)
+    return {**tone_corpus, "labelled": str(root)}
+
+
 @pytest.mark.parametrize("command,name", list_recipes())
-def test_every_shipped_recipe_runs_one_step(command, name, tmp_path, tone_corpus, models):
-    argv = [command, name, *tiny_overrides(command, name, tmp_path / "out", tone_corpus, models)]
+def test_every_shipped_recipe_runs_one_step(command, name, tmp_path, corpus, models):
+    argv = [command, name, *tiny_overrides(command, name, tmp_path / "out", corpus, models)]
     assert main(argv) == 0, f"speechdistill {' '.join(argv)}"

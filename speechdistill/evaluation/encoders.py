@@ -109,7 +109,7 @@ class FidelityMap:
     targets: list[int]  # teacher layers (hidden-state indices, 1..L)
     sources: list[int]  # the model's hidden-state index predicting each target
     how: str
-    heads: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # DistilHuBERT: Linear on the last state
+    heads: nn.Module | None = None  # DistilHuBERT's prediction heads, on the last state
 
     @property
     def applicable(self) -> bool:
@@ -118,8 +118,8 @@ class FidelityMap:
     def predictions(self, states: torch.Tensor) -> list[torch.Tensor]:
         """``states`` [S, T, D] of one utterance -> one prediction [T, D_teacher] per target."""
         if self.heads is not None:
-            last = states[-1].float()
-            return [last @ w.T + b for w, b in self.heads]
+            with torch.no_grad():
+                return [p[0].float() for p in self.heads(states[-1][None].float())]
         return [states[i].float() for i in self.sources]
 
 
@@ -140,15 +140,13 @@ def fidelity_map(spec: str, model: nn.Module, teacher_layers: int) -> FidelityMa
     """How ``model`` is compared with a teacher of ``teacher_layers`` layers (see the module doc)."""
     n_states = int(model.num_output_layers) + 1
     info = _distill_info(spec)
-    if info.get("method") == "distilhubert":
-        heads_file = model_path(spec) / HEADS_FILE
-        if heads_file.is_file():
-            from speechdistill.utils.io import load_safetensors
+    if info.get("method") == "distilhubert" and (model_path(spec) / HEADS_FILE).is_file():
+        from speechdistill.methods.distilhubert import load_student
 
-            sd = load_safetensors(heads_file)
-            targets = [int(t) for t in info.get("targets", [])]
-            heads = [(sd[f"{i}.weight"].float(), sd[f"{i}.bias"].float()) for i in range(len(targets))]
-            return FidelityMap(targets, [n_states - 1] * len(targets), "prediction heads on the last layer", heads)
+        student = load_student(model_path(spec))
+        targets = [int(t) for t in student.targets]
+        heads = student.prediction_heads.eval()
+        return FidelityMap(targets, [n_states - 1] * len(targets), "prediction heads on the last layer", heads)
     targets = getattr(model, "target_layers", None)
     if targets is None and isinstance(model, OnnxEncoder):
         recipe = model.metadata.get("recipe") or ""

@@ -2,7 +2,7 @@
 """Quality benchmark: the demo pipeline at a configurable size, then `speechdistill compare` on its teacher
 and students, optionally with real speech (a mini-SUPERB).
 
-  python bench/quality.py --out bench/out/quality --hours 1 --distill-steps 1000 --ctc-steps 800
+  python bench/quality.py --out bench/out/quality --hours 1 --distill-steps 1000
   python bench/quality.py ... --fsdd ../shared/data/fsdd --real-audio clips.jsonl --int8 distilhubert
   python bench/quality.py --out bench/out/real --teacher runs/real_teacher/model --corpus demo_out/corpus \
       --distill-train train.jsonl --distill-dev dev.jsonl --fsdd ../shared/data/fsdd ...   # students of another teacher
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--out", default="bench/out/quality", help="output folder")
     ap.add_argument("--hours", type=float, default=1.0, help="hours of synthetic digits (train + dev)")
     ap.add_argument("--distill-steps", type=int, default=1000, help="steps per student")
-    ap.add_argument("--ctc-steps", type=int, default=800, help="most steps per ASR head (early stopping on dev)")
+    ap.add_argument("--ctc-steps", type=int, default=500, help="most steps per ASR head (early stopping on dev)")
     ap.add_argument("--teacher", default="builtin:reference", help="teacher (builtin:reference, a directory)")
     ap.add_argument("--seed", type=int, default=0, help="seed of corpus and distillation")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per trained cell in the comparisons")

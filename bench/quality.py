@@ -2,7 +2,7 @@
 """Quality benchmark: the demo pipeline at a configurable size, then `speechdistill compare` on its teacher
 and students, optionally with real speech (a mini-SUPERB).
 
-  python bench/quality.py --out bench/out/quality --hours 1 --distill-steps 1000 --ctc-steps 800
+  python bench/quality.py --out bench/out/quality --hours 1 --distill-steps 1000
   python bench/quality.py ... --fsdd ../shared/data/fsdd --real-audio clips.jsonl --int8 distilhubert
   python bench/quality.py --out bench/out/real --teacher runs/real_teacher/model --corpus demo_out/corpus \
       --distill-train train.jsonl --distill-dev dev.jsonl --fsdd ../shared/data/fsdd ...   # students of another teacher
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--out", default="bench/out/quality", help="output folder")
     ap.add_argument("--hours", type=float, default=1.0, help="hours of synthetic digits (train + dev)")
     ap.add_argument("--distill-steps", type=int, default=1000, help="steps per student")
-    ap.add_argument("--ctc-steps", type=int, default=800, help="most steps per ASR head (early stopping on dev)")
+    ap.add_argument("--ctc-steps", type=int, default=500, help="most steps per ASR head (early stopping on dev)")
     ap.add_argument("--teacher", default="builtin:reference", help="teacher (builtin:reference, a directory)")
     ap.add_argument("--seed", type=int, default=0, help="seed of corpus and distillation")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per trained cell in the comparisons")
@@ -101,11 +101,12 @@ def main() -> None:
     else:
         overrides.append("only_tasks=[asr,ks_speakers,ks_takes,sid_takes,fidelity,cost]")
     base = load_config(CompareConfig, "mini_superb", overrides, command="compare", validate=False)
-    # The demo's own comparison (OUT/compare) used the same ASR heads, fidelity and cost settings: sharing its
-    # cells and features, the mini-SUPERB computes only what the demo did not.
+    # The demo's own comparison (OUT/compare) used the same ASR heads and fidelity settings: sharing its cells
+    # and features, the mini-SUPERB computes only what the demo did not.
     demo = compare_config(cfg, models, corpus, out / "compare")
     ccfg = replace(base, out=str(out / "superb"), models=[f"{k}={v}" for k, v in models.items()], reference="teacher",
-                   pairs=pairs, data=data, seeds=args.seeds, asr=demo.asr, cost=demo.cost,
+                   pairs=pairs, data=data, seeds=args.seeds, asr=demo.asr,
+                   cost=replace(demo.cost, isolate=True, repeats=5),  # memory needs a fresh process per model
                    cells_dir=str(out / "compare" / "cells"),
                    features=replace(base.features, cache_dir=str(out / "compare" / "features")))
     run_compare(validated(ccfg))

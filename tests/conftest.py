@@ -66,7 +66,7 @@ def tone_corpus(tmp_path_factory):
     }
 
 
-def make_labelled_recordings(root, speakers=("george", "jackson", "lucas", "theo"), digits=3, takes=12) -> str:
+def make_labelled_recordings(root, speakers=("george", "jackson", "nicolas", "theo"), digits=3, takes=12) -> str:
     """FSDD-shaped ``{digit}_{speaker}_{take}.wav`` tone recordings at 8 kHz (one tone per digit)."""
     rec = root / "recordings"
     rec.mkdir(parents=True, exist_ok=True)

@@ -34,9 +34,11 @@ SHORTEN = {
 
 
 def readme_commands() -> list[list[str]]:
-    """``speechdistill ...`` lines of the README's "Using it" block (continuations joined)."""
+    """``speechdistill ...`` lines of the README's "Using it" and "Comparing encoders" blocks (continuations
+    joined), in order."""
     text = README.read_text(encoding="utf-8")
-    block = text.split("## Using it", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    block = "\n".join(text.split(section, 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+                      for section in ("## Using it", "## Comparing encoders"))
     block = re.sub(r"\\\s*\n\s*", " ", block)
     cmds = []
     for line in block.splitlines():
@@ -62,7 +64,7 @@ def _librispeech(root: Path) -> None:
 def test_readme_commands_run_as_written(tmp_path, monkeypatch):
     cmds = readme_commands()
     names = [c[0] for c in cmds]
-    for expected in ("data", "recipes", "distill", "finetune-ctc", "evaluate", "prune", "export"):
+    for expected in ("data", "recipes", "distill", "finetune-ctc", "evaluate", "prune", "export", "compare"):
         assert expected in names, f"the README no longer shows `speechdistill {expected}`"
     _librispeech(tmp_path / "data")
     for name in ("hubert-base-ls960", "teacher"):

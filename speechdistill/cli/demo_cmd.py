@@ -20,7 +20,7 @@ FLAGS = [
     Flag("--out", "out", "output folder", metavar="DIR"),
     Flag("--hours", "hours", "hours of synthetic speech", type=float),
     Flag("--distill-steps", "distill_steps", "optimizer steps per student", type=int),
-    Flag("--ctc-steps", "ctc_steps", "optimizer steps per CTC head", type=int),
+    Flag("--ctc-steps", "ctc_steps", "most steps per ASR head (it stops early on dev WER)", type=int),
     Flag("--teacher", "teacher", "teacher: builtin:reference, a model/CTC directory or hub id"),
     Flag("--threads", "threads", "torch CPU threads (0 = torch's default)", type=int),
     Flag("--seed", "seed", "random seed for corpus and training", type=int),

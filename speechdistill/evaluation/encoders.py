@@ -15,11 +15,11 @@ from torch import nn
 from speechdistill.config import ConfigError
 from speechdistill.evaluation.onnx_encoder import OnnxEncoder, is_onnx_spec
 from speechdistill.models.errors import ModelLoadError
-from speechdistill.models.size import HEADS_FILE
 
 log = logging.getLogger(__name__)
 
 DISTILL_INFO = "distill_info.json"
+HEADS_FILE = "prediction_heads.safetensors"
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class FidelityMap:
     targets: list[int]  # teacher layers (hidden-state indices, 1..L)
     sources: list[int]  # the model's hidden-state index predicting each target
     how: str
-    heads: nn.Module | None = None  # DistilHuBERT: its prediction heads on the last state
+    heads: nn.Module | None = None  # DistilHuBERT's prediction heads, on the last state
 
     @property
     def applicable(self) -> bool:
@@ -119,7 +119,7 @@ class FidelityMap:
         """``states`` [S, T, D] of one utterance -> one prediction [T, D_teacher] per target."""
         if self.heads is not None:
             with torch.no_grad():
-                return [y.float() for y in self.heads(states[-1].float())]
+                return [p[0].float() for p in self.heads(states[-1][None].float())]
         return [states[i].float() for i in self.sources]
 
 
@@ -140,14 +140,13 @@ def fidelity_map(spec: str, model: nn.Module, teacher_layers: int) -> FidelityMa
     """How ``model`` is compared with a teacher of ``teacher_layers`` layers (see the module doc)."""
     n_states = int(model.num_output_layers) + 1
     info = _distill_info(spec)
-    if info.get("method") == "distilhubert":
-        if (model_path(spec) / HEADS_FILE).is_file():
-            from speechdistill.methods.distilhubert import load_student
+    if info.get("method") == "distilhubert" and (model_path(spec) / HEADS_FILE).is_file():
+        from speechdistill.methods.distilhubert import load_student
 
-            student = load_student(model_path(spec))
-            heads = student.prediction_heads.eval().float()
-            return FidelityMap(list(student.targets), [n_states - 1] * len(student.targets),
-                               "prediction heads on the last layer", heads)
+        student = load_student(model_path(spec))
+        targets = [int(t) for t in student.targets]
+        heads = student.prediction_heads.eval()
+        return FidelityMap(targets, [n_states - 1] * len(targets), "prediction heads on the last layer", heads)
     targets = getattr(model, "target_layers", None)
     if targets is None and isinstance(model, OnnxEncoder):
         recipe = model.metadata.get("recipe") or ""

@@ -95,11 +95,11 @@ class UtteranceHeads:
     dropout: float = 0.1
     normalize_states: bool = True  # layer-normalise each pooled state (layers differ in scale)
     optim: OptimConfig = field(
-        default_factory=lambda: OptimConfig(lr=1e-3, warmup_ratio=0.02, schedule="constant", weight_decay=0.01)
+        default_factory=lambda: OptimConfig(lr=3e-3, warmup_ratio=0.02, schedule="constant", weight_decay=0.01)
     )
-    max_steps: int = 4000
+    max_steps: int = 6000
     val_every: int = 100
-    patience: int = 8
+    patience: int = 6
     batch_size: int = 64
 
     def validate(self) -> None:

@@ -102,11 +102,13 @@ def compare_config(cfg: DemoConfig, models: dict[str, str], corpus: Path, out: P
     asr = replace(
         base.asr, head=replace(base.asr.head, head=cfg.ctc_head, lstm_hidden=cfg.ctc_lstm_hidden, lstm_layers=1),
         optim=replace(base.asr.optim, lr=cfg.ctc_lr), max_steps=cfg.ctc_steps, val_every=max(1, cfg.ctc_steps // 10),
-        max_batch_seconds=cfg.max_batch_seconds,
+        patience=4, max_batch_seconds=cfg.max_batch_seconds,
     )
-    cost = replace(base.cost, threads=cfg.threads or 1)
+    # In this process (no child per model: the demo's budget), so its report has no peak-memory column;
+    # `speechdistill compare` measures memory in a fresh process per model.
+    cost = replace(base.cost, threads=cfg.threads or 1, isolate=False, repeats=3)
     if cfg.quick:
-        cost = replace(cost, seconds=2.0, repeats=2, isolate=False)
+        cost = replace(cost, seconds=2.0, repeats=2)
     ccfg = replace(
         base, out=str(out), models=[f"{k}={v}" for k, v in models.items()], reference="teacher",
         data={"corpus": str(corpus)}, seeds=cfg.eval_seeds, asr=asr, cost=cost, smoke=cfg.quick,

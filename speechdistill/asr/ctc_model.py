@@ -25,11 +25,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechdistill.asr.vocab import CharVocab
+from speechdistill.asr.vocab import CharVocab, VocabError
 from speechdistill.config import ConfigError, from_dict, parse_inline_mapping
 from speechdistill.models.errors import ModelLoadError
 from speechdistill.models.load import is_random_spec
-from speechdistill.utils.io import atomic_dir, atomic_save_safetensors, atomic_write_json, load_safetensors
+from speechdistill.utils.io import (
+    atomic_dir,
+    atomic_save_safetensors,
+    atomic_write_json,
+    load_safetensors,
+    read_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -307,10 +313,16 @@ class CTCModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, map_location: str | torch.device = "cpu") -> CTCModel:
+        """Load a CTC model directory strictly: a bad ``ctc_config.json``, encoder or head is a
+        ModelLoadError naming the file and what is wrong with it."""
         from speechdistill.models.builtin import resolve_model_path
         from speechdistill.models.load import load_encoder
+        from speechdistill.models.weights import check_finite, check_state_dict_match
 
         model_dir = Path(resolve_model_path(str(model_dir)))
+        if not model_dir.is_dir():
+            raise ModelLoadError(f"model directory {model_dir} does not exist" if not model_dir.exists() else
+                                 f"{model_dir} is not a folder (a CTC model directory from `speechdistill finetune-ctc`)")
         cfg_file = model_dir / CONFIG_FILE
         if not cfg_file.is_file():
             raise ModelLoadError(
@@ -318,28 +330,37 @@ class CTCModel(nn.Module):
                 "`speechdistill finetune-ctc`"
             )
         try:
-            meta = json.loads(cfg_file.read_text(encoding="utf-8"))
+            meta = read_json(cfg_file, expect=dict)
         except ValueError as e:
-            raise ModelLoadError(f"{cfg_file}: invalid JSON ({e})") from None
-        if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
+            raise ModelLoadError(str(e)) from None
+        if meta.get("format") != FORMAT or not isinstance(meta.get("format_version"), int) \
+                or meta["format_version"] > FORMAT_VERSION:
             raise ModelLoadError(
                 f"{cfg_file}: format {meta.get('format')!r} v{meta.get('format_version')} is not readable by "
                 f"this version (expects {FORMAT} v{FORMAT_VERSION} or older)"
             )
-        head_cfg = from_dict(CTCHeadConfig, meta["head"], "head")
-        vocab = CharVocab(list(meta["vocab"]))
+        missing = [k for k in ("head", "vocab") if k not in meta]
+        if missing or not isinstance(meta["head"], dict):
+            raise ModelLoadError(f"{cfg_file}: {'missing ' + ', '.join(missing) if missing else 'head is not an object'}")
+        try:
+            head_cfg = from_dict(CTCHeadConfig, meta["head"], "head")
+            vocab = CharVocab(meta["vocab"])
+        except (ConfigError, VocabError) as e:
+            raise ModelLoadError(f"{cfg_file}: {e}") from None
         encoder = load_encoder(model_dir / ENCODER_DIR)
-        model = cls(encoder, vocab, head_cfg, encoder_source=meta.get("encoder_source", ""))
+        model = cls(encoder, vocab, head_cfg, encoder_source=str(meta.get("encoder_source", "")))
         head_file = model_dir / HEAD_FILE
         if not head_file.is_file():
             raise ModelLoadError(f"{model_dir}: missing {HEAD_FILE}")
         state = load_safetensors(head_file, device=str(map_location))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("encoder.")]
-        if missing or unexpected:
-            raise ModelLoadError(
-                f"{head_file}: head weights do not match ctc_config.json (missing {missing}, unexpected {unexpected})"
-            )
+        # The head's tensors only: the encoder's came from its own folder above.
+        own = {k: v for k, v in model.state_dict().items() if not k.startswith("encoder.")}
+        mismatched = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
+                      if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        check_state_dict_match(f"{head_file} (against {CONFIG_FILE})", set(own) - set(state), set(state) - set(own),
+                               mismatched)
+        model.load_state_dict(state, strict=False)
+        check_finite(model, str(head_file))
         return model.to(map_location).eval()
 
 

@@ -20,11 +20,26 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
+from speechdistill.config import SEED_RULE, check_ranges
 from speechdistill.data.dataset import DataConfig, build_eval_loader, build_train_loader, raise_if_bad
-from speechdistill.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+from speechdistill.errors import (
+    BadInputError,
+    CheckpointError,
+    ConfigError,
+    ModelLoadError,
+    SpeechDistillError,
+    TrainingError,
+)
+from speechdistill.train.checkpoint import (
+    CorruptCheckpoint,
+    checkpoint_candidates,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from speechdistill.train.optim import OptimConfig, build_optimizer, build_scheduler
 from speechdistill.train.protocol import Method
-from speechdistill.utils.io import atomic_dir, atomic_write_json
+from speechdistill.utils.io import atomic_dir, atomic_write_json, atomic_write_text, ensure_dir, read_json
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +60,12 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> None:
-        if self.steps < 1:
-            raise ValueError("train.steps must be >= 1")
-        if self.grad_accum < 1:
-            raise ValueError("train.grad_accum must be >= 1")
+        check_ranges(
+            "train", self, steps=">=1", grad_accum=">=1", seed=SEED_RULE, log_every=">=1", val_every=">=0",
+            save_every=">=0", keep_checkpoints=">=1", stop_after=">=0",
+            hints={"val_every": "0 = at the end only", "save_every": "0 = at the end only",
+                   "stop_after": "0 = no limit"},
+        )
 
 
 @dataclass
@@ -145,13 +162,19 @@ class Trainer:
         self.accelerator = _make_accelerator(train_cfg, self.out_dir)
         self.is_main = self.accelerator.is_main_process
         if self.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            ensure_dir(self.out_dir, "out_dir")
         self.accelerator.wait_for_everyone()
         set_seed(train_cfg.seed, device_specific=True)
 
         if hasattr(method, "setup"):
             method.setup(self.accelerator.device)
-        model = method.build_model()
+        try:
+            model = method.build_model()
+        except (ValueError, TypeError) as e:
+            if isinstance(e, SpeechDistillError):
+                raise
+            # Model constructors check their configs with ValueError (e.g. a width the heads do not divide).
+            raise ConfigError(f"{getattr(method, 'name', 'method')}: cannot build the model from this config: {e}") from None
         groups = method.param_groups(model, optim_cfg.lr, optim_cfg.weight_decay)
         optimizer = build_optimizer(groups, optim_cfg)
         # Stepped by us once per optimizer step, not prepared: accelerate's wrapper steps it once per
@@ -166,12 +189,14 @@ class Trainer:
         )
         self.batches_per_epoch = len(self.sampler)
         if self.batches_per_epoch == 0:
-            raise ValueError(f"{data_cfg.train_manifest}: no training batches")
+            raise BadInputError(f"{data_cfg.train_manifest}: no training batches (no usable utterance)")
         self.dev_loader = None
         if data_cfg.dev_manifest:
             self.dev_loader = build_eval_loader(
                 data_cfg.dev_manifest, data_cfg.max_batch_seconds, data_cfg.max_batch_size,
                 data_cfg.num_workers, data_cfg.on_bad_audio, data_cfg.max_dev_batches,
+                max_item_seconds=data_cfg.max_dev_seconds, on_long=data_cfg.on_long_dev,
+                long_knob="data.max_dev_seconds, data.on_long_dev=error|skip",
             )
         self.pos = _Position(skipped=len(skipped_lines))
         self.ckpt_root = self.out_dir / "checkpoints"
@@ -181,24 +206,118 @@ class Trainer:
     # -- state ------------------------------------------------------------------------------------
 
     def restore(self) -> bool:
-        """Load the latest checkpoint (model, optimizer, scheduler, RNG, data position)."""
-        ckpt = latest_checkpoint(self.ckpt_root)
-        if ckpt is None:
+        """Load the newest intact checkpoint (model, optimizer, scheduler, RNG, data position).
+
+        A checkpoint that cannot be read back whole (truncated files, garbled JSON, a missing RNG file)
+        is skipped for the previous one, with a warning; a checkpoint of another method, model shape or
+        process count is refused (older ones would be no better)."""
+        candidates = checkpoint_candidates(self.ckpt_root)
+        if not candidates:
             log.warning("--resume: no checkpoint under %s, starting from scratch", self.ckpt_root)
             return False
-        state = load_checkpoint(ckpt, self.accelerator.process_index)
-        self.unwrapped.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        skipped: list[str] = []
+        for ckpt in candidates:
+            try:
+                state = load_checkpoint(ckpt, self.accelerator.process_index)
+            except CorruptCheckpoint as e:
+                log.warning("--resume: cannot use %s: %s", ckpt.name, e)
+                skipped.append(f"{ckpt.name} ({e})")
+                continue
+            self._check_resumable(ckpt, state)
+            self._apply(ckpt, state)
+            if skipped:
+                log.warning("--resume: fell back to %s, the newest intact checkpoint (skipped %s)", ckpt.name,
+                            ", ".join(s.split(" ", 1)[0] for s in skipped))
+            return True
+        raise CheckpointError(
+            f"--resume: no usable checkpoint in {self.ckpt_root}: {'; '.join(skipped)}. Start the run again with "
+            "--overwrite (or into another out_dir)"
+        )
+
+    def _check_resumable(self, ckpt: Path, state: dict) -> None:
         ts = state["trainer_state"]
-        self.scheduler.load_state_dict(ts["scheduler"])
+        changed = self._config_changes()
+        why = f" (config changes since that run: {changed})" if changed else ""
+        fix = "resume with the original settings, or start again with --overwrite or another out_dir"
+        method = getattr(self.method, "name", "?")
+        if ts.get("method", method) != method:
+            raise CheckpointError(
+                f"--resume: {ckpt} was written by method {ts.get('method')!r}, this run is {method!r}{why}; {fix}"
+            )
+        world = ts.get("world_size", 1)
+        if world != self.accelerator.num_processes:
+            raise CheckpointError(
+                f"--resume: {ckpt} was written by {world} process(es), this run has "
+                f"{self.accelerator.num_processes}; resume with the same number of processes"
+            )
+        from speechdistill.models.weights import check_state_dict_match
+
+        own = self.unwrapped.state_dict()
+        saved = state["model"]
+        mismatched = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in saved.items()
+                      if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        try:
+            check_state_dict_match(str(ckpt / "model.safetensors"), set(own) - set(saved), set(saved) - set(own),
+                                   mismatched)
+        except ModelLoadError as e:
+            raise CheckpointError(f"--resume: this run's model differs from the checkpoint's{why}: {e}; {fix}") from None
+        if len(state["optimizer"]["param_groups"]) != len(self.optimizer.state_dict()["param_groups"]):
+            raise CheckpointError(f"--resume: {ckpt}: the optimizer's parameter groups differ{why}; {fix}")
+
+    def _config_changes(self) -> str:
+        """``"gendistiller.decoder_layers 1 -> 2"``: what differs from the run_config.json on disk."""
+        path = self.out_dir / "run_config.json"
+        if self.run_config is None or not path.is_file():
+            return ""
+        try:
+            old = _flat(read_json(path, expect=dict))
+        except ValueError:
+            return ""
+        new = _flat(self.run_config)
+        # Settings a resumed run may change without touching the model.
+        free = ("train.steps", "train.stop_after", "train.progress", "train.log_every", "train.val_every",
+                "train.save_every", "train.keep_checkpoints", "data.num_workers")
+        diffs = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                 if old.get(k) != new.get(k) and k not in free]
+        return ", ".join(diffs[:6]) + (" ..." if len(diffs) > 6 else "")
+
+    def _apply(self, ckpt: Path, state: dict) -> None:
+        self.unwrapped.load_state_dict(state["model"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            ts = state["trainer_state"]
+            self.scheduler.load_state_dict(ts["scheduler"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"--resume: {ckpt}: the optimizer or scheduler state does not fit this run ({e})") from None
         self.pos = _Position(
             ts["step"], ts["epoch"], ts["batch_in_epoch"], ts.get("best"), ts.get("audio_seconds", 0.0),
             ts.get("skipped", self.pos.skipped),
         )
         set_rng_state(*state["rng"])
+        if self.is_main:
+            self._truncate_log(self.pos.step)
         log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt, self.pos.step, self.pos.epoch,
                  self.pos.batch_in_epoch)
-        return True
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log records past the resumed step: they belong to steps this run is about to redo."""
+        if not self.log_path.is_file():
+            return
+        kept, dropped = [], 0
+        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record_step = json.loads(line).get("step", 0)
+            except (ValueError, AttributeError):
+                dropped += 1  # a line cut short by the interruption
+                continue
+            if isinstance(record_step, int) and record_step > step:
+                dropped += 1
+                continue
+            kept.append(line)
+        if dropped:
+            atomic_write_text(self.log_path, "".join(line + "\n" for line in kept))
+            log.info("%s: dropped %d record(s) after step %d (this run redoes those steps)", self.log_path.name,
+                     dropped, step)
 
     def trainer_state(self) -> dict:
         p = self.pos
@@ -270,12 +389,20 @@ class Trainer:
         with ctx, self.accelerator.autocast():
             loss, metrics = self.method.compute_loss(self.model, batch, self.pos.step)
             if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite loss at step {self.pos.step} (batch {batch.ids[:3]}...): lower optim.lr, "
-                    "check the input audio, or use mixed_precision=no"
-                )
+                raise TrainingError(self._non_finite_message(batch))
             self.accelerator.backward(loss.float() / self.cfg.grad_accum)
         return loss, metrics
+
+    def _non_finite_message(self, batch) -> str:
+        where = f"non-finite loss at step {self.pos.step} (utterances {', '.join(batch.ids[:3])}"
+        where += ", ...)" if len(batch.ids) > 3 else ")"
+        bad = [n for n, p in self.unwrapped.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            return f"{where}: the model's weights are no longer finite ({bad[0]}, ...): lower optim.lr or optim.grad_clip"
+        if self.pos.step == 0:
+            return (f"{where}, before any update: the inputs or the teacher give non-finite values (check the "
+                    "audio with `speechdistill data check` and the teacher's weights), or use mixed_precision=no")
+        return f"{where}: lower optim.lr, check the input audio, or use mixed_precision=no"
 
     def optimizer_step(self):
         grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.optim_cfg.grad_clip)
@@ -309,7 +436,7 @@ class Trainer:
         last_metrics: dict[str, float] = {}
         interrupted = False
         micro = 0
-        with _StopFlag() as stop:
+        with pbar, _StopFlag() as stop:
             while pos.step < cfg.steps and not interrupted:
                 self.sampler.set_epoch(pos.epoch, pos.batch_in_epoch)
                 for batch in self.loader:
@@ -358,7 +485,6 @@ class Trainer:
                 if pos.batch_in_epoch >= self.batches_per_epoch:
                     pos.epoch += 1
                     pos.batch_in_epoch = 0
-        pbar.close()
         return interrupted, last_metrics
 
     def finish(self, interrupted: bool, last_metrics: dict[str, float], elapsed: float) -> TrainResult:

@@ -86,10 +86,10 @@ def report_failure(e: BaseException) -> int:
 
     debug = log.isEnabledFor(logging.DEBUG)
     if isinstance(e, SpeechDistillError):
-        log.error("%s", e, exc_info=debug)
+        log.error("%s", _one_line(str(e)), exc_info=debug)
         return e.exit_code
     if isinstance(e, OSError):
-        log.error("%s", describe_os_error(e), exc_info=debug)
+        log.error("%s", _one_line(describe_os_error(e)), exc_info=debug)
         return 2
     if isinstance(e, MemoryError) or "DefaultCPUAllocator: can't allocate memory" in str(e) \
             or "CUDA out of memory" in str(e):
@@ -104,6 +104,11 @@ def report_failure(e: BaseException) -> int:
         "" if debug else " [run again with --log-level DEBUG for the traceback]", exc_info=debug,
     )
     return 1
+
+
+def _one_line(text: str) -> str:
+    """Messages that quote a library's multi-line text (a YAML error with its context marks) on one line."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def _first_line(e: BaseException) -> str:

@@ -39,7 +39,7 @@ from speechdistill.train.checkpoint import (
 )
 from speechdistill.train.optim import OptimConfig, build_optimizer, build_scheduler
 from speechdistill.train.protocol import Method
-from speechdistill.utils.io import atomic_dir, atomic_write_json, atomic_write_text, ensure_dir, read_json
+from speechdistill.utils.io import atomic_dir, atomic_write_json, atomic_write_text, ensure_dir, read_json, writing
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +341,7 @@ class Trainer:
 
     def write_log(self, record: dict) -> None:
         if self.is_main:
-            with open(self.log_path, "a", encoding="utf-8") as f:
+            with writing(self.log_path), open(self.log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
         self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record.get("step"))
 

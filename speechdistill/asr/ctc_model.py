@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechdistill.asr.vocab import CharVocab, VocabError
-from speechdistill.config import ConfigError, from_dict, parse_inline_mapping
+from speechdistill.config import ConfigError, check_ranges, from_dict, parse_inline_mapping
 from speechdistill.models.errors import ModelLoadError
 from speechdistill.models.load import is_random_spec
 from speechdistill.utils.io import (
@@ -70,16 +70,11 @@ class CTCHeadConfig:
     feat_mask_ratio: float = 0.1  # each feature mask at most this fraction of the dimensions
 
     def validate(self) -> None:
-        if self.lstm_hidden < 1 or self.lstm_layers < 1:
-            raise ConfigError("ctc head: lstm_hidden and lstm_layers must be >= 1")
-        if self.proj_dim < 0:
-            raise ConfigError("ctc head: proj_dim must be >= 0")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError("ctc head: dropout must be in [0, 1)")
-        if self.num_time_masks < 0 or self.time_mask_width < 0 or self.num_feat_masks < 0:
-            raise ConfigError("ctc head: mask counts and widths must be >= 0")
-        if not 0.0 <= self.max_time_mask_ratio <= 1.0 or not 0.0 <= self.feat_mask_ratio <= 1.0:
-            raise ConfigError("ctc head: mask ratios must be in [0, 1]")
+        check_ranges(
+            "ctc.head", self, lstm_hidden=">=1", lstm_layers=">=1", proj_dim=">=0", dropout="[0,1)",
+            num_time_masks=">=0", time_mask_width=">=0", num_feat_masks=">=0", max_time_mask_ratio="[0,1]",
+            feat_mask_ratio="[0,1]", hints={"proj_dim": "0 = no projection"},
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -127,7 +127,10 @@ def load_pretrained(
                 f"{where}: holds Python objects besides tensors; refusing to unpickle it (that can run arbitrary "
                 "code). Convert it to model.safetensors where it came from"
             ) from None
-        raise ModelLoadError(f"{where}: cannot load the weights ({_first_line(e)})") from None
+        why = _first_line(e)
+        if "deserializing header" in why:
+            why = f"truncated, or not a safetensors file: {why}"
+        raise ModelLoadError(f"{where}: cannot load the weights ({why})") from None
     own_roots = {k.split(".", 1)[0] for k in model.state_dict()}
     unexpected = [k for k in info.get("unexpected_keys", ()) if k.split(".", 1)[0] in own_roots]
     dropped = sorted(set(info.get("unexpected_keys", ())) - set(unexpected))

@@ -84,10 +84,10 @@ def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = Fals
     (replace it); a folder another run is writing into is refused (``train.run_dir``)."""
     from speechdistill.train.run_dir import claim_run_dir
 
-    for m in (cfg.data.train_manifest, cfg.data.dev_manifest):
+    for key, m in (("data.train_manifest", cfg.data.train_manifest), ("data.dev_manifest", cfg.data.dev_manifest)):
         if m and not Path(m).is_file():
             raise ConfigError(
-                f"manifest {m} does not exist; make one with `speechdistill data synth --out DIR` "
+                f"{key}={m}: the manifest does not exist; make one with `speechdistill data synth --out DIR` "
                 "(synthetic speech) or `speechdistill data librispeech ...`"
             )
     with claim_run_dir(cfg.out_dir, resume, overwrite) as out_dir:

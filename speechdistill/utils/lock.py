@@ -86,6 +86,11 @@ def output_lock(out: str | Path, what: str = "output folder") -> Iterator[None]:
     import fcntl
 
     path = lock_path(out)
+    for parent in path.parents:  # the nearest existing ancestor must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{what} {out}: {parent} is a file, not a folder")
+            break
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

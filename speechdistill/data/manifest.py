@@ -35,15 +35,17 @@ class Utterance:
         return self.num_samples / self.sample_rate
 
 
-# Decoded length vs the manifest's num_samples: resampling and codec padding move a few samples, a stale
-# or hand-written manifest moves seconds (and batching, which trusts num_samples, then overruns its budget).
-LENGTH_TOLERANCE = 0.01
+# Decoded length vs the manifest's num_samples: resampling and codec padding (MP3 encoder delay: tens of
+# ms) move a little, a stale or hand-written manifest moves seconds (and batching, which trusts
+# num_samples, then overruns its memory budget).
+LENGTH_TOLERANCE = 0.01  # relative
+LENGTH_TOLERANCE_SECONDS = 0.1  # absolute floor
 
 
 def length_mismatch(u: Utterance, decoded_16k: int) -> str | None:
     """Why ``u``'s decoded length (samples at 16 kHz) disagrees with its manifest entry, or None."""
     expected = u.num_samples * SAMPLE_RATE / u.sample_rate
-    if abs(decoded_16k - expected) <= max(LENGTH_TOLERANCE * expected, 0.01 * SAMPLE_RATE):
+    if abs(decoded_16k - expected) <= max(LENGTH_TOLERANCE * expected, LENGTH_TOLERANCE_SECONDS * SAMPLE_RATE):
         return None
     return (
         f"the file holds {decoded_16k / SAMPLE_RATE:.2f} s of audio but the manifest says {u.duration:.2f} s "

@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import tiny_distill_args
+from conftest import run_cli, tiny_distill_args
 
 from speechdistill.cli.main import main
 
@@ -92,9 +92,15 @@ def test_a_failed_reexport_leaves_the_previous_good_files(good_export, ctc_model
     assert not [p for p in good_export.iterdir() if p.name.startswith(".export-")]
 
 
-def test_a_reexport_of_a_broken_model_leaves_the_previous_good_files(good_export, tmp_path, capsys):
+def test_a_reexport_of_a_broken_model_leaves_the_previous_good_files(good_export, tiny_model_dir, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_model_dir / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes((tiny_model_dir / "model.safetensors").read_bytes()[:1000])
     before = _stamp(good_export)
-    assert main(["export", "--model", str(tmp_path / "missing"), "--out", str(good_export)]) == 2
+    res = run_cli("export", "--model", broken, "--out", good_export)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert f"{broken / 'model.safetensors'}: cannot load the weights (truncated, or not a safetensors file" in res.stderr
     assert _stamp(good_export) == before
 
 

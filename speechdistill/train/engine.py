@@ -26,20 +26,14 @@ from speechdistill.errors import (
     BadInputError,
     CheckpointError,
     ConfigError,
-    ModelLoadError,
     SpeechDistillError,
     TrainingError,
 )
-from speechdistill.train.checkpoint import (
-    CorruptCheckpoint,
-    checkpoint_candidates,
-    load_checkpoint,
-    save_checkpoint,
-    set_rng_state,
-)
+from speechdistill.train.checkpoint import save_checkpoint, set_rng_state
 from speechdistill.train.optim import OptimConfig, build_optimizer, build_scheduler
 from speechdistill.train.protocol import Method
-from speechdistill.utils.io import atomic_dir, atomic_write_json, atomic_write_text, ensure_dir, read_json, writing
+from speechdistill.train.resume import check_resumable, config_changes, newest_usable_checkpoint, truncate_log
+from speechdistill.utils.io import atomic_dir, atomic_write_json, ensure_dir, writing
 
 log = logging.getLogger(__name__)
 
@@ -206,86 +200,20 @@ class Trainer:
     # -- state ------------------------------------------------------------------------------------
 
     def restore(self) -> bool:
-        """Load the newest intact checkpoint (model, optimizer, scheduler, RNG, data position).
-
-        A checkpoint that cannot be read back whole (truncated files, garbled JSON, a missing RNG file)
-        is skipped for the previous one, with a warning; a checkpoint of another method, model shape or
-        process count is refused (older ones would be no better)."""
-        candidates = checkpoint_candidates(self.ckpt_root)
-        if not candidates:
+        """Load the newest intact checkpoint (model, optimizer, scheduler, RNG, data position); see
+        ``train.resume`` for what is skipped and what is refused."""
+        found = newest_usable_checkpoint(self.ckpt_root, self.accelerator.process_index)
+        if found is None:
             log.warning("--resume: no checkpoint under %s, starting from scratch", self.ckpt_root)
             return False
-        skipped: list[str] = []
-        for ckpt in candidates:
-            try:
-                state = load_checkpoint(ckpt, self.accelerator.process_index)
-            except CorruptCheckpoint as e:
-                log.warning("--resume: cannot use %s: %s", ckpt.name, e)
-                skipped.append(f"{ckpt.name} ({e})")
-                continue
-            self._check_resumable(ckpt, state)
-            self._apply(ckpt, state)
-            if skipped:
-                log.warning("--resume: fell back to %s, the newest intact checkpoint (skipped %s)", ckpt.name,
-                            ", ".join(s.split(" ", 1)[0] for s in skipped))
-            return True
-        raise CheckpointError(
-            f"--resume: no usable checkpoint in {self.ckpt_root}: {'; '.join(skipped)}. Start the run again with "
-            "--overwrite (or into another out_dir)"
-        )
-
-    def _check_resumable(self, ckpt: Path, state: dict) -> None:
-        ts = state["trainer_state"]
-        changed = self._config_changes()
-        why = f" (config changes since that run: {changed})" if changed else ""
-        fix = "resume with the original settings, or start again with --overwrite or another out_dir"
-        method = getattr(self.method, "name", "?")
-        if ts.get("method", method) != method:
-            raise CheckpointError(
-                f"--resume: {ckpt} was written by method {ts.get('method')!r}, this run is {method!r}{why}; {fix}"
-            )
-        world = ts.get("world_size", 1)
-        if world != self.accelerator.num_processes:
-            raise CheckpointError(
-                f"--resume: {ckpt} was written by {world} process(es), this run has "
-                f"{self.accelerator.num_processes}; resume with the same number of processes"
-            )
-        from speechdistill.models.weights import check_state_dict_match
-
-        own = self.unwrapped.state_dict()
-        saved = state["model"]
-        mismatched = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in saved.items()
-                      if k in own and tuple(v.shape) != tuple(own[k].shape)]
-        try:
-            check_state_dict_match(str(ckpt / "model.safetensors"), set(own) - set(saved), set(saved) - set(own),
-                                   mismatched)
-        except ModelLoadError as e:
-            raise CheckpointError(f"--resume: this run's model differs from the checkpoint's{why}: {e}; {fix}") from None
-        if len(state["optimizer"]["param_groups"]) != len(self.optimizer.state_dict()["param_groups"]):
-            raise CheckpointError(f"--resume: {ckpt}: the optimizer's parameter groups differ{why}; {fix}")
-
-    def _config_changes(self) -> str:
-        """``"gendistiller.decoder_layers 1 -> 2"``: what differs from the run_config.json on disk."""
-        path = self.out_dir / "run_config.json"
-        if self.run_config is None or not path.is_file():
-            return ""
-        try:
-            old = _flat(read_json(path, expect=dict))
-        except ValueError:
-            return ""
-        new = _flat(self.run_config)
-        # Settings a resumed run may change without touching the model.
-        free = ("train.steps", "train.stop_after", "train.progress", "train.log_every", "train.val_every",
-                "train.save_every", "train.keep_checkpoints", "data.num_workers")
-        diffs = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-                 if old.get(k) != new.get(k) and k not in free]
-        return ", ".join(diffs[:6]) + (" ..." if len(diffs) > 6 else "")
-
-    def _apply(self, ckpt: Path, state: dict) -> None:
+        ckpt, state = found
+        changes = config_changes(self.out_dir / "run_config.json", self.run_config)
+        check_resumable(ckpt, state, getattr(self.method, "name", "?"), self.accelerator.num_processes,
+                        self.unwrapped, self.optimizer, changes)
         self.unwrapped.load_state_dict(state["model"])
+        ts = state["trainer_state"]
         try:
             self.optimizer.load_state_dict(state["optimizer"])
-            ts = state["trainer_state"]
             self.scheduler.load_state_dict(ts["scheduler"])
         except (ValueError, KeyError, TypeError) as e:
             raise CheckpointError(f"--resume: {ckpt}: the optimizer or scheduler state does not fit this run ({e})") from None
@@ -295,29 +223,10 @@ class Trainer:
         )
         set_rng_state(*state["rng"])
         if self.is_main:
-            self._truncate_log(self.pos.step)
+            truncate_log(self.log_path, self.pos.step)
         log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt, self.pos.step, self.pos.epoch,
                  self.pos.batch_in_epoch)
-
-    def _truncate_log(self, step: int) -> None:
-        """Drop log records past the resumed step: they belong to steps this run is about to redo."""
-        if not self.log_path.is_file():
-            return
-        kept, dropped = [], 0
-        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                record_step = json.loads(line).get("step", 0)
-            except (ValueError, AttributeError):
-                dropped += 1  # a line cut short by the interruption
-                continue
-            if isinstance(record_step, int) and record_step > step:
-                dropped += 1
-                continue
-            kept.append(line)
-        if dropped:
-            atomic_write_text(self.log_path, "".join(line + "\n" for line in kept))
-            log.info("%s: dropped %d record(s) after step %d (this run redoes those steps)", self.log_path.name,
-                     dropped, step)
+        return True
 
     def trainer_state(self) -> dict:
         p = self.pos

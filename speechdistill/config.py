@@ -7,6 +7,8 @@ types, so a typo in a key or a wrong type fails before any model is built.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Iterable
@@ -16,11 +18,9 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from speechdistill.errors import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A recipe or override that does not fit the typed config."""
 
 
 def _type_name(tp: Any) -> str:
@@ -75,9 +75,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             # YAML reads "2e-4" as a string; accept numeric strings for floats only.
             try:
-                return float(value)
+                value = float(value)
             except (TypeError, ValueError):
                 raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if not math.isfinite(value):
+            # No setting means anything with NaN or infinity: lr=nan trains nothing, grad_clip=inf hides.
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
@@ -112,20 +115,75 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "", validate: boo
             value = deep_merge(to_dict(default_factory()), value)
         kwargs[name] = _coerce(value, tp, f"{where}.{name}" if where else name)
     obj = cls(**kwargs)
-    return validated(obj) if validate else obj
+    return _run_validate(obj) if validate else obj
 
 
 def validated(obj: T) -> T:
-    """Run ``obj.validate()`` (if any), raising ConfigError; e.g. after ``dataclasses.replace``."""
+    """Check a config built in code (e.g. with ``dataclasses.replace``) as if it had been loaded: field
+    types and choices, and every section's ``validate()``, nested ones included; raises ConfigError."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        data = {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+        from_dict(type(obj), data)
+        return obj
+    return _run_validate(obj)
+
+
+def _run_validate(obj: T) -> T:
     check = getattr(obj, "validate", None)
     if callable(check):
         try:
             check()
         except ConfigError:
             raise
-        except ValueError as e:  # configs' validate() raise ValueError; callers catch ConfigError
+        except ValueError as e:  # configs' validate() may raise ValueError; callers catch ConfigError
             raise ConfigError(str(e)) from None
     return obj
+
+
+_RULE = re.compile(r"^(?:(>=|>|<=|<)\s*(-?[\d.e+-]+)|([\[(])\s*(-?[\d.e+-]+)\s*,\s*(-?[\d.e+-]+)\s*([\])]))$")
+
+
+def in_range(value: float, rule: str) -> bool:
+    """``rule``: ``">0"``, ``">=1"``, ``"<5"``, or an interval ``"[0,1)"``, ``"(0,1]"``..."""
+    m = _RULE.match(rule.replace(" ", ""))
+    if not m:
+        raise ValueError(f"bad range rule {rule!r}")
+    op, bound, lo_b, lo, hi, hi_b = m.groups()
+    if op:
+        b = float(bound)
+        return {">=": value >= b, ">": value > b, "<=": value <= b, "<": value < b}[op]
+    lo_ok = value >= float(lo) if lo_b == "[" else value > float(lo)
+    hi_ok = value <= float(hi) if hi_b == "]" else value < float(hi)
+    return lo_ok and hi_ok
+
+
+def check_ranges(section: str, obj: Any, hints: dict[str, str] | None = None, **rules: str) -> None:
+    """Raise ConfigError unless every named field of ``obj`` (a number, or each number of a list) lies in
+    its range: ``check_ranges("optim", cfg, lr=">0", min_lr_ratio="[0,1]")``.  ``hints``: field -> what
+    the value means or a typical value, added to the message."""
+    for name, rule in rules.items():
+        value = getattr(obj, name)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if not (math.isfinite(v) and in_range(v, rule)):
+                key = f"{section}.{name}" if section else name
+                shown = f"{value!r}" if isinstance(value, (list, tuple)) else f"{v!r}"
+                hint = f" ({hints[name]})" if hints and name in hints else ""
+                raise ConfigError(f"{key}={shown}: must be {_rule_text(rule)}{hint}")
+
+
+def _rule_text(rule: str) -> str:
+    rule = rule.replace(" ", "")
+    m = _RULE.match(rule)
+    op, bound, lo_b, lo, hi, hi_b = m.groups()  # type: ignore[union-attr]
+    if op:
+        return {">=": ">= ", ">": "> ", "<=": "<= ", "<": "< "}[op] + bound
+    return f"in {lo_b}{lo}, {hi}{hi_b}"
+
+
+SEED_RULE = "[0,4294967295]"  # numpy and torch seeds are unsigned 32-bit
 
 
 def to_dict(obj: Any) -> Any:

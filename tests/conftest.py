@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,3 +92,60 @@ def make_compare_corpus(root) -> str:
         m = make_tone_corpus(root, random_texts(n, seed), name)
         write_manifest(m, [replace(u, label=f"n{len(u.text.split())}") for u in read_manifest(m)])
     return str(root)
+
+
+# ------------------------------------------------------------------------------------------------
+# The CLI as users run it, and small models on disk (shared by the reliability tests)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, timeout: float = 300, umask: int | None = 0o022, fsize_limit: int | None = None,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m speechdistill ARGS`` in a new process (stdout and stderr captured, text)."""
+
+    def limits():
+        if umask is not None:
+            os.umask(umask)
+        if fsize_limit is not None:  # writes past it fail with EFBIG: a full disk, as the program sees it
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit))
+
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("SPEECHDISTILL_LOG", None)
+    return subprocess.run([sys.executable, "-m", "speechdistill", *map(str, args)], check=False, capture_output=True,
+                          text=True,
+                          timeout=timeout, env=full_env, cwd=REPO, preexec_fn=limits)
+
+
+def tiny_distill_args(corpus, out, *extra) -> list[str]:
+    """``distill`` arguments for a seconds-long run on the tone corpus with a tiny random teacher."""
+    return ["distill", "tiny_cpu", f"data.train_manifest={corpus['train']}", f"data.dev_manifest={corpus['dev']}",
+            "teacher=tiny:hubert", "train.progress=false", "data.crop_seconds=0.6", "gendistiller.targets=[1,2,3,4]",
+            "gendistiller.decoder_heads=4", "gendistiller.decoder_ffn_dim=64", "distilhubert.targets=[2,4]",
+            "train.log_every=1", "train.val_every=0", "data.max_dev_batches=1", f"out_dir={out}", *extra]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random HuBERT encoder saved as an HF directory (config.json + model.safetensors)."""
+    from speechdistill.models.factory import tiny_encoder
+
+    path = tmp_path_factory.mktemp("models") / "tiny_hubert"
+    tiny_encoder("hubert", seed=0).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ctc_model_dir(tmp_path_factory, tone_corpus) -> Path:
+    """An untrained CTC model directory (tiny encoder + linear head) with the tone corpus' vocabulary."""
+    from speechdistill.asr.ctc_model import CTCHeadConfig, CTCModel
+    from speechdistill.asr.vocab import CharVocab
+    from speechdistill.data.manifest import read_manifest
+    from speechdistill.models.factory import tiny_encoder
+
+    torch.manual_seed(0)
+    vocab = CharVocab.build([u.text for u in read_manifest(tone_corpus["train"])])
+    path = tmp_path_factory.mktemp("models") / "ctc"
+    CTCModel(tiny_encoder("hubert", num_layers=2, seed=1), vocab, CTCHeadConfig(head="linear")).save_pretrained(path)
+    return path

@@ -141,7 +141,7 @@ def test_parity_failure_refuses_to_write(tmp_path, monkeypatch):
     src = _student_dir(tmp_path, "layer")
     out = tmp_path / "onnx"
     out.mkdir()
-    (out / FP32_NAME).write_bytes(b"stale")  # an older export must not survive next to a failed report
+    (out / FP32_NAME).write_bytes(b"previous")  # the last good export: a failed one must leave it in place
     real = oe.reference_runner
 
     def shifted(source, layers):  # a reference the export cannot match: every value off by 0.5
@@ -156,9 +156,10 @@ def test_parity_failure_refuses_to_write(tmp_path, monkeypatch):
     monkeypatch.setattr(oe, "reference_runner", shifted)
     with pytest.raises(ParityError, match=r"refusing to write .*exceeds the bound .* by 0\.[45]"):
         export_onnx(src, out, OnnxExportOptions(parity=FAST))
-    assert not (out / FP32_NAME).exists()
+    assert (out / FP32_NAME).read_bytes() == b"previous"
     assert not [p for p in out.iterdir() if p.name.startswith(".export-")]
-    report = json.loads((out / "parity.json").read_text())
+    assert not (out / "parity.json").exists()
+    report = json.loads((out / "parity.failed.json").read_text())
     assert report["passed"] is False and report["reports"]["fp32"]["max_abs_err"] == pytest.approx(
         0.5, abs=1e-3
     )

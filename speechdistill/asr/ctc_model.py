@@ -25,11 +25,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechdistill.asr.vocab import CharVocab
-from speechdistill.config import ConfigError, from_dict, parse_inline_mapping
+from speechdistill.asr.vocab import CharVocab, VocabError
+from speechdistill.config import ConfigError, check_ranges, from_dict, parse_inline_mapping
 from speechdistill.models.errors import ModelLoadError
 from speechdistill.models.load import is_random_spec
-from speechdistill.utils.io import atomic_dir, atomic_save_safetensors, atomic_write_json, load_safetensors
+from speechdistill.utils.io import (
+    atomic_dir,
+    atomic_save_safetensors,
+    atomic_write_json,
+    load_safetensors,
+    read_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +70,11 @@ class CTCHeadConfig:
     feat_mask_ratio: float = 0.1  # each feature mask at most this fraction of the dimensions
 
     def validate(self) -> None:
-        if self.lstm_hidden < 1 or self.lstm_layers < 1:
-            raise ConfigError("ctc head: lstm_hidden and lstm_layers must be >= 1")
-        if self.proj_dim < 0:
-            raise ConfigError("ctc head: proj_dim must be >= 0")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError("ctc head: dropout must be in [0, 1)")
-        if self.num_time_masks < 0 or self.time_mask_width < 0 or self.num_feat_masks < 0:
-            raise ConfigError("ctc head: mask counts and widths must be >= 0")
-        if not 0.0 <= self.max_time_mask_ratio <= 1.0 or not 0.0 <= self.feat_mask_ratio <= 1.0:
-            raise ConfigError("ctc head: mask ratios must be in [0, 1]")
+        check_ranges(
+            "ctc.head", self, lstm_hidden=">=1", lstm_layers=">=1", proj_dim=">=0", dropout="[0,1)",
+            num_time_masks=">=0", time_mask_width=">=0", num_feat_masks=">=0", max_time_mask_ratio="[0,1]",
+            feat_mask_ratio="[0,1]", hints={"proj_dim": "0 = no projection"},
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,10 +308,16 @@ class CTCModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, map_location: str | torch.device = "cpu") -> CTCModel:
+        """Load a CTC model directory strictly: a bad ``ctc_config.json``, encoder or head is a
+        ModelLoadError naming the file and what is wrong with it."""
         from speechdistill.models.builtin import resolve_model_path
         from speechdistill.models.load import load_encoder
+        from speechdistill.models.weights import check_finite, check_state_dict_match
 
         model_dir = Path(resolve_model_path(str(model_dir)))
+        if not model_dir.is_dir():
+            raise ModelLoadError(f"model directory {model_dir} does not exist" if not model_dir.exists() else
+                                 f"{model_dir} is not a folder (a CTC model directory from `speechdistill finetune-ctc`)")
         cfg_file = model_dir / CONFIG_FILE
         if not cfg_file.is_file():
             raise ModelLoadError(
@@ -318,28 +325,37 @@ class CTCModel(nn.Module):
                 "`speechdistill finetune-ctc`"
             )
         try:
-            meta = json.loads(cfg_file.read_text(encoding="utf-8"))
+            meta = read_json(cfg_file, expect=dict)
         except ValueError as e:
-            raise ModelLoadError(f"{cfg_file}: invalid JSON ({e})") from None
-        if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
+            raise ModelLoadError(str(e)) from None
+        if meta.get("format") != FORMAT or not isinstance(meta.get("format_version"), int) \
+                or meta["format_version"] > FORMAT_VERSION:
             raise ModelLoadError(
                 f"{cfg_file}: format {meta.get('format')!r} v{meta.get('format_version')} is not readable by "
                 f"this version (expects {FORMAT} v{FORMAT_VERSION} or older)"
             )
-        head_cfg = from_dict(CTCHeadConfig, meta["head"], "head")
-        vocab = CharVocab(list(meta["vocab"]))
+        missing = [k for k in ("head", "vocab") if k not in meta]
+        if missing or not isinstance(meta["head"], dict):
+            raise ModelLoadError(f"{cfg_file}: {'missing ' + ', '.join(missing) if missing else 'head is not an object'}")
+        try:
+            head_cfg = from_dict(CTCHeadConfig, meta["head"], "head")
+            vocab = CharVocab(meta["vocab"])
+        except (ConfigError, VocabError) as e:
+            raise ModelLoadError(f"{cfg_file}: {e}") from None
         encoder = load_encoder(model_dir / ENCODER_DIR)
-        model = cls(encoder, vocab, head_cfg, encoder_source=meta.get("encoder_source", ""))
+        model = cls(encoder, vocab, head_cfg, encoder_source=str(meta.get("encoder_source", "")))
         head_file = model_dir / HEAD_FILE
         if not head_file.is_file():
             raise ModelLoadError(f"{model_dir}: missing {HEAD_FILE}")
         state = load_safetensors(head_file, device=str(map_location))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("encoder.")]
-        if missing or unexpected:
-            raise ModelLoadError(
-                f"{head_file}: head weights do not match ctc_config.json (missing {missing}, unexpected {unexpected})"
-            )
+        # The head's tensors only: the encoder's came from its own folder above.
+        own = {k: v for k, v in model.state_dict().items() if not k.startswith("encoder.")}
+        mismatched = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
+                      if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        check_state_dict_match(f"{head_file} (against {CONFIG_FILE})", set(own) - set(state), set(state) - set(own),
+                               mismatched)
+        model.load_state_dict(state, strict=False)
+        check_finite(model, str(head_file))
         return model.to(map_location).eval()
 
 

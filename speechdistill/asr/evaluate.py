@@ -3,6 +3,11 @@
 RTF is model compute (forward + greedy decode) over audio duration, measured after one warm-up
 forward, at a fixed thread count; audio loading is timed separately so a slow disk does not pass
 for a slow model.
+
+Long recordings: attention cost and memory grow with the square of the length (an hour of audio would
+need tens of GB), so an utterance longer than ``max_seconds`` is, per ``on_long_audio``, decoded in
+consecutive ``max_seconds`` chunks whose log-probs are joined before greedy decoding (``chunk``; words
+at a cut may suffer), refused naming the file (``error``), or left out and listed (``skip``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from speechdistill import SAMPLE_RATE
 from speechdistill.asr.ctc_model import CTCModel
 from speechdistill.asr.decode import greedy_decode
 from speechdistill.asr.metrics import error_rates, normalize_text
+from speechdistill.config import ConfigError
+from speechdistill.data.batch import pad_waveforms
 from speechdistill.data.errors import BadInputError
 from speechdistill.utils.io import atomic_write_json, atomic_write_text
 
@@ -28,10 +35,27 @@ REPORT_FILE = "report.json"
 HYPOTHESES_FILE = "hypotheses.jsonl"
 
 
+LONG_AUDIO_POLICIES = ("chunk", "error", "skip")
+
+
 def resolve_device(device: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto``; a device this machine does not have is a ConfigError."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device {device!r} is not a device name (cpu, cuda, cuda:N or auto)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (f"this torch build ({torch.__version__}) has no CUDA support" if torch.version.cuda is None
+                   else "no GPU is visible")
+            raise ConfigError(f"device {device!r}: {why}; use --device cpu (or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s) are visible")
+    elif dev.type != "cpu":
+        raise ConfigError(f"device {device!r} is not supported (cpu, cuda, cuda:N or auto)")
+    return dev
 
 
 def evaluate_model(
@@ -43,15 +67,22 @@ def evaluate_model(
     max_batch_size: int | None = None,
     on_bad_audio: str = "error",
     device: str = "cpu",
+    max_seconds: float = 60.0,
+    on_long_audio: str = "chunk",
 ) -> dict[str, Any]:
     """Decode ``manifest`` with ``model`` (a CTCModel or its directory); write report.json and
     hypotheses.jsonl to ``out_dir`` (if given) and return the report.
 
     ``threads``: torch intra-op threads for the run (restored afterwards); None keeps the current
     setting. ``max_batch_size`` defaults to 1 on CPU (padding would inflate the RTF) and 16 on GPU.
+    ``max_seconds`` / ``on_long_audio``: the length policy (module doc); ``max_seconds=0``: no limit.
     """
     from speechdistill.data.dataset import build_eval_loader
 
+    if on_long_audio not in LONG_AUDIO_POLICIES:
+        raise ConfigError(f"on_long_audio={on_long_audio!r}: choose one of {', '.join(LONG_AUDIO_POLICIES)}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads={threads}: must be >= 1 (or None for torch's current setting)")
     dev = resolve_device(device)
     model_path = None
     if not isinstance(model, CTCModel):
@@ -62,13 +93,14 @@ def evaluate_model(
         max_batch_size = 1 if dev.type == "cpu" else 16
     old_threads = torch.get_num_threads()
     if threads is not None:
-        if threads < 1:
-            raise ValueError("threads must be >= 1")
         torch.set_num_threads(threads)
+    chunk = on_long_audio == "chunk" and max_seconds > 0
+    chunked: list[str] = []
     try:
         loader = build_eval_loader(
             str(manifest), max_batch_seconds=max_batch_seconds, max_batch_size=max_batch_size,
-            num_workers=0, on_bad_audio=on_bad_audio,
+            num_workers=0, on_bad_audio=on_bad_audio, max_item_seconds=0.0 if chunk else max_seconds,
+            on_long=on_long_audio, long_knob="max_seconds, on_long_audio=chunk|error|skip",
         )
         no_text = [u.id for u in loader.utterances if not u.text]
         if no_text:
@@ -90,8 +122,13 @@ def evaluate_model(
             batch = batch.to(dev)
             t0 = time.perf_counter()
             with torch.inference_mode():
-                log_probs, frame_lengths = model(batch.wav, batch.lengths)
-                batch_hyps = greedy_decode(log_probs, frame_lengths, model.vocab)
+                limit = int(max_seconds * SAMPLE_RATE)
+                if chunk and int(batch.lengths.max()) > limit:
+                    batch_hyps = _decode_long(model, batch, limit, int(max_batch_seconds * SAMPLE_RATE))
+                    chunked.extend(i for i, n in zip(batch.ids, batch.lengths.tolist()) if n > limit)
+                else:
+                    log_probs, frame_lengths = model(batch.wav, batch.lengths)
+                    batch_hyps = greedy_decode(log_probs, frame_lengths, model.vocab)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             compute_seconds += time.perf_counter() - t0
@@ -139,6 +176,7 @@ def evaluate_model(
         "normalization": "uppercase, punctuation removed except apostrophes, spaces collapsed",
         "skipped": len(skipped),
         "skipped_files": skipped,
+        "long_audio": {"max_seconds": max_seconds, "policy": on_long_audio, "chunked": chunked},
     }
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -154,7 +192,33 @@ def evaluate_model(
         log.info("wrote %s and %s", out_dir / REPORT_FILE, out_dir / HYPOTHESES_FILE)
     if skipped:
         log.warning("%d file(s) skipped; they are listed in the report", len(skipped))
+    if chunked:
+        log.warning("%d utterance(s) longer than %g s decoded in %g s chunks (e.g. %s)", len(chunked), max_seconds,
+                    max_seconds, chunked[0])
     return report
+
+
+def _decode_long(model: CTCModel, batch, limit: int, max_batch_samples: int) -> list[str]:
+    """Hypotheses for a batch holding utterances longer than ``limit`` samples: those are cut into
+    consecutive chunks of at most ``limit`` samples (run a few at a time within ``max_batch_samples``),
+    and each utterance's chunk log-probs are joined in time before greedy decoding."""
+    hyps = []
+    for wav, n in zip(batch.wav, batch.lengths.tolist()):
+        wav = wav[:n]
+        starts = list(range(0, n, limit))
+        if len(starts) > 1 and n - starts[-1] < SAMPLE_RATE:
+            starts.pop()  # a tail under a second joins the chunk before it (too short on its own)
+        bounds = [(a, starts[i + 1] if i + 1 < len(starts) else n) for i, a in enumerate(starts)]
+        per_batch = max(1, max_batch_samples // max(b - a for a, b in bounds))
+        pieces = []
+        for i in range(0, len(bounds), per_batch):
+            group = bounds[i : i + per_batch]
+            padded, lengths = pad_waveforms([wav[a:b] for a, b in group])
+            log_probs, frame_lengths = model(padded.to(batch.wav.device), lengths.to(batch.wav.device))
+            pieces += [log_probs[j, : int(frame_lengths[j])] for j in range(len(group))]
+        joined = torch.cat(pieces)[None]
+        hyps += greedy_decode(joined, torch.tensor([joined.shape[1]]), model.vocab)
+    return hyps
 
 
 @torch.inference_mode()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from speechdistill.asr.metrics import normalize_text
+from speechdistill.errors import BadInputError
 from speechdistill.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,8 @@ META_FILE = "vocab_meta.json"
 FORMAT_VERSION = 1
 
 
-class VocabError(ValueError):
-    pass
+class VocabError(BadInputError):
+    """A vocabulary (file or token list) that cannot serve CTC."""
 
 
 @dataclass
@@ -40,6 +41,8 @@ class CharVocab:
     _index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.tokens, list) or not all(isinstance(t, str) for t in self.tokens):
+            raise VocabError(f"the vocabulary must be a list of strings, got {self.tokens!r:.80}")
         if not self.tokens or self.tokens[0] != BLANK:
             raise VocabError(f"the CTC blank {BLANK!r} must be id 0")
         for special in (UNK, WORD_DELIMITER):

@@ -51,12 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=run_export_fairseq)
 
     q = dsub.add_parser("check", help="validate a manifest and every file in it", formatter_class=HelpFormatter,
-                        description="Reads every line and decodes every file; prints hours, utterances, sample "
-                        "rates, min/max duration, and every bad file with its reason. Exit status 1 if anything "
-                        "is bad, unless --on-bad-audio skip.")
+                        description="Reads every line and decodes every file (its length must match the "
+                        "manifest's num_samples); prints hours, utterances, sample rates, min/max duration, and every "
+                        "bad file with its reason. Exit status 1 if anything is bad (unless --on-bad-audio skip) or "
+                        "if no utterance is usable.")
     q.add_argument("manifest", help="manifest to check (.jsonl)")
     q.add_argument("--on-bad-audio", choices=["error", "skip"], default="error",
-                   help="'error': exit 1 if any file is bad; 'skip': report the count and exit 0")
+                   help="'error': exit 1 if any file is bad; 'skip': report the count and exit 0 (if any file is good)")
     q.add_argument("--clean-out", help="write the good lines to this manifest")
     q.add_argument("--no-decode", action="store_true", help="check headers and manifest only (faster)")
     q.add_argument("--json", help="also write the report as JSON here")
@@ -205,9 +206,12 @@ def run_check(args) -> int:
         write_manifest(args.clean_out, good)
         print(f"wrote {len(good)} good utterances to {args.clean_out}")
     if rep.bad:
-        if args.on_bad_audio == "skip":
+        if args.on_bad_audio == "skip" and rep.utterances:
             print(f"skipped {len(rep.bad)} bad utterance(s)")
             return 0
+        return 1
+    if not rep.utterances:
+        log.error("%s: the manifest holds no utterances", args.manifest)
         return 1
     return 0
 

@@ -29,7 +29,7 @@ continues from the latest one with the same data position, optimizer, scheduler 
 def run(cfg, args: argparse.Namespace) -> int:
     from speechdistill.run.distill import run_distill
 
-    result = run_distill(cfg, resume=args.resume)
+    result = run_distill(cfg, resume=args.resume, overwrite=args.overwrite)
     if result.interrupted:
         return 130
     log.info("student written to %s", result.artifact)

@@ -15,6 +15,9 @@ removed except apostrophes) and score corpus-level WER and CER with jiwer.
 Writes OUT/report.json (wer, cer, num_utterances, audio_hours, params, rtf with the thread count,
 skipped files) and OUT/hypotheses.jsonl (id, ref, hyp, per-utterance error counts).
 RTF = model compute seconds / audio seconds, after one warm-up forward, audio loading excluded.
+Utterances longer than --max-seconds (default 60) are decoded in chunks of that length (their
+log-probs joined before decoding), or refused / skipped with --on-long-audio error|skip: attention
+grows with the square of the length, so an hour-long file would need tens of GB at once.
 
 Example:
   speechdistill evaluate --model runs/asr/model --manifest test_clean.jsonl --out runs/asr/eval --threads 2
@@ -32,6 +35,9 @@ FLAGS = [
     Flag("--batch-size", "batch_size", "utterances per batch (0: 1 on CPU so padding does not inflate RTF, 16 on GPU)",
          type=int),
     Flag("--max-batch-seconds", "max_batch_seconds", "padded audio seconds per batch at most", type=float),
+    Flag("--max-seconds", "max_seconds", "longest utterance decoded in one piece, in seconds (0: no limit)", type=float),
+    Flag("--on-long-audio", "on_long_audio", "utterances longer than --max-seconds: decode in chunks, stop with an "
+         "error naming the file, or skip and list them in the report", choices=["chunk", "error", "skip"]),
 ]
 
 

@@ -34,7 +34,8 @@ satisfy max|export - pytorch| <= tolerance * max|pytorch| + atol on every case. 
 the WER increase over fp32 (greedy CTC, --wer-utterances whole manifest utterances) when the CTC head
 is exported and the manifest has transcripts; otherwise its relative error and cosine similarity are
 reported only. Results go to OUT/parity.json.
-A model that fails parity is not written (and stale model files in OUT are removed); exit status 1.
+A model that fails parity is not written: OUT keeps the last good export and its parity.json, the
+failed check's report goes to OUT/parity.failed.json; exit status 1.
 
 Examples:
   speechdistill export --model runs/distilhubert/model --format onnx --int8 --out export/dh
@@ -85,8 +86,7 @@ def run(cfg, args: argparse.Namespace) -> int:
         result = run_export(cfg)
     except ParityError as e:
         log.error("%s", e)
-        log.error("details: %s/parity.json", cfg.out)
-        return 1
+        return e.exit_code
     for name, report in result.parity.items():
         sys.stdout.write(f"{name}: {report.message}\n")
     for f in result.files:

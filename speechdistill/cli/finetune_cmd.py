@@ -75,7 +75,7 @@ FLAGS = [
 def run(cfg, args: argparse.Namespace) -> int:
     from speechdistill.run.finetune import run_finetune
 
-    result = run_finetune(cfg, resume=args.resume)
+    result = run_finetune(cfg, resume=args.resume, overwrite=args.overwrite)
     if result.interrupted:
         return 130
     metrics = {k: v for k, v in result.metrics.items() if k.startswith("dev_")}

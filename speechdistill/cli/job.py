@@ -45,7 +45,7 @@ class Job:
     run: Callable[[Any, argparse.Namespace], int]  # (config, args) -> exit status
     flags: Sequence[Flag] = ()
     default_recipe: str | None = None  # used when no recipe is given
-    resumable: bool = False  # adds --resume
+    resumable: bool = False  # a training job: adds --resume and --overwrite
     # Switches that pick a shipped recipe, e.g. {"--quick": ("quick", "smoke run ...")}.
     recipe_switches: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
 
@@ -107,7 +107,11 @@ def register_job(sub: argparse._SubParsersAction, job: Job) -> argparse.Argument
                        help=f"{text} [the same as giving the recipe {recipe}]")
     p.add_argument("--config", metavar="FILE", help="YAML recipe file (the same as giving it as RECIPE)")
     if job.resumable:
-        p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output folder")
+        p.add_argument("--resume", action="store_true", help="continue the run in the output folder from its newest "
+                       "intact checkpoint")
+        p.add_argument("--overwrite", action="store_true", help="replace the run already in the output folder (its "
+                       "checkpoints and logs go now, its model when this run writes one); without --resume or "
+                       "--overwrite a used output folder is refused")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.set_defaults(func=lambda args: _run(job, args))
     return p

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from speechdistill import SAMPLE_RATE
-from speechdistill.data.audio import load_audio
+from speechdistill.data.audio import audio_info, load_audio
 from speechdistill.data.errors import BadAudioError, ManifestError
-from speechdistill.data.manifest import iter_manifest_lines
+from speechdistill.data.manifest import iter_manifest_lines, length_mismatch
 
 
 @dataclass
@@ -40,7 +40,8 @@ class CheckReport:
 
 
 def check_manifest(manifest: str, decode: bool = True, progress: bool = True) -> CheckReport:
-    """Every line parsed; with ``decode`` every file fully read (catches corrupt data and NaN)."""
+    """Every line parsed; with ``decode`` every file fully read (catches corrupt data and NaN), else its
+    header read.  Either way the file's length must match the manifest's ``num_samples``."""
     rep = CheckReport(manifest)
     items = list(iter_manifest_lines(manifest))
     for line_no, item in tqdm(items, desc="check", unit="utt", disable=not progress):
@@ -48,13 +49,19 @@ def check_manifest(manifest: str, decode: bool = True, progress: bool = True) ->
             rep.bad.append((f"{manifest}:{line_no}", item.problem))
             continue
         try:
-            if decode:
-                wav = load_audio(item.path, expected_sr=item.sample_rate)
-                secs = len(wav) / SAMPLE_RATE
-            else:
-                secs = item.duration
             if item.num_samples == 0:
                 raise BadAudioError(item.path, "num_samples is 0")
+            if decode:
+                samples_16k = len(load_audio(item.path, expected_sr=item.sample_rate))
+            else:
+                frames, sr, _ = audio_info(item.path)
+                if sr != item.sample_rate:
+                    raise BadAudioError(item.path, f"sample rate is {sr} Hz but the manifest says {item.sample_rate} Hz")
+                samples_16k = round(frames * SAMPLE_RATE / sr)
+            problem = length_mismatch(item, samples_16k)
+            if problem:
+                raise BadAudioError(item.path, problem)
+            secs = samples_16k / SAMPLE_RATE
         except BadAudioError as e:
             rep.bad.append((e.path, e.problem))
             continue

@@ -18,10 +18,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from speechdistill import SAMPLE_RATE
+from speechdistill.config import ConfigError, check_ranges
 from speechdistill.data.audio import MIN_SAMPLES, load_audio
 from speechdistill.data.batch import Batch, make_batches, pad_waveforms
 from speechdistill.data.errors import BadAudioError, ManifestError
-from speechdistill.data.manifest import Utterance, iter_manifest_lines
+from speechdistill.data.manifest import Utterance, iter_manifest_lines, length_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +43,30 @@ class DataConfig:
     on_bad_audio: Literal["error", "skip"] = "error"
     # Limit for validation: at most this many dev batches (0 = all).
     max_dev_batches: int = 0
+    # Dev utterances longer than this (seconds; 0 = no limit) are refused (on_long_dev=error, naming the
+    # file) or left out (skip): attention is quadratic in length, so one hour-long file would stall the
+    # first validation for hours and need tens of GB.
+    max_dev_seconds: float = 60.0
+    on_long_dev: Literal["error", "skip"] = "error"
 
     def validate(self) -> None:
-        if self.max_batch_seconds <= 0:
-            raise ValueError("data.max_batch_seconds must be positive")
-        if self.max_batch_size < 1:
-            raise ValueError("data.max_batch_size must be >= 1")
-        if self.crop_seconds < 0 or self.min_seconds < 0 or self.max_seconds < 0:
-            raise ValueError("data.crop_seconds/min_seconds/max_seconds must be >= 0")
+        check_ranges(
+            "data", self, max_batch_seconds=">0", max_batch_size=">=1", crop_seconds=">=0", min_seconds=">=0",
+            max_seconds=">=0", num_workers=">=0", max_dev_batches=">=0", max_dev_seconds=">=0",
+            hints={"max_dev_batches": "0 = every dev batch", "max_dev_seconds": "0 = no limit",
+                   "max_seconds": "0 = no limit", "crop_seconds": "0 = no crops"},
+        )
+        shortest = MIN_SAMPLES / SAMPLE_RATE
+        if 0 < self.crop_seconds < shortest:
+            raise ConfigError(
+                f"data.crop_seconds={self.crop_seconds:g}: crops must be at least {shortest:g} s (the CNN's receptive "
+                "field) or 0 (no crops)"
+            )
+        if self.max_seconds and self.min_seconds > self.max_seconds:
+            raise ConfigError(
+                f"data.min_seconds={self.min_seconds:g} is above data.max_seconds={self.max_seconds:g}: no utterance "
+                "would be left"
+            )
 
 
 def load_utterances(
@@ -115,6 +132,9 @@ class AudioDataset(Dataset):
         u = self.utts[i]
         try:
             wav = load_audio(u.path, expected_sr=u.sample_rate)
+            problem = length_mismatch(u, wav.shape[0])
+            if problem:
+                raise BadAudioError(u.path, problem)
         except BadAudioError as e:
             # Returned, not raised: an exception in a worker process reaches the caller as torch's generic
             # RuntimeError; the main process raises the clean error (``raise_if_bad``).
@@ -126,6 +146,31 @@ class AudioDataset(Dataset):
             start = rng.randrange(0, wav.shape[0] - self.crop_samples + 1)
             wav = wav[start : start + self.crop_samples]
         return (u, wav, None)
+
+
+def split_long(
+    utts: list[Utterance], max_seconds: float, policy: str, manifest: str, knob: str
+) -> tuple[list[Utterance], list[tuple[str, str]]]:
+    """Apply a per-utterance length limit: ``error`` refuses the first too-long utterance (naming the file,
+    its duration and ``knob``), ``skip`` leaves them out; returns (kept, [(path, reason)])."""
+    if not max_seconds:
+        return utts, []
+    kept, skipped = [], []
+    for u in utts:
+        if u.duration <= max_seconds:
+            kept.append(u)
+            continue
+        reason = f"{u.duration:.1f} s long, above the {max_seconds:g} s limit ({knob})"
+        if policy == "error":
+            raise BadAudioError(
+                u.path, f"{reason} in {manifest}: raise the limit, leave such files out with the skip policy, "
+                "or cut the file"
+            )
+        skipped.append((u.path, reason))
+    if skipped:
+        log.warning("%s: left out %d utterance(s) longer than %g s (%s), e.g. %s", manifest, len(skipped),
+                    max_seconds, knob, skipped[0][0])
+    return kept, skipped
 
 
 def raise_if_bad(batch: Batch, on_bad_audio: str) -> None:
@@ -166,11 +211,12 @@ class BucketBatchSampler:
         self.epoch = 0
         self.start_batch = 0
         sizes = [dataset.item_samples(i) for i in range(len(dataset))]
-        too_long = [dataset.utts[i].id for i, n in enumerate(sizes) if n > self.max_batch_samples]
+        too_long = [dataset.utts[i] for i, n in enumerate(sizes) if n > self.max_batch_samples]
         if too_long:
-            raise ValueError(
-                f"{len(too_long)} utterance(s) (e.g. {too_long[0]}) are longer than data.max_batch_seconds="
-                f"{max_batch_seconds}; raise it, set data.crop_seconds, or filter with data.max_seconds"
+            raise ConfigError(
+                f"{len(too_long)} training utterance(s) are longer than data.max_batch_seconds={max_batch_seconds:g} "
+                f"(e.g. {too_long[0].path}, {too_long[0].duration:.1f} s); raise it, set data.crop_seconds, or leave "
+                "them out with data.max_seconds"
             )
         self.sizes = sizes
 
@@ -187,7 +233,7 @@ class BucketBatchSampler:
             # Every rank must run the same number of steps, or DDP hangs on the last collective.
             per_rank = len(batches) // self.world_size
             if per_rank == 0:
-                raise ValueError(
+                raise ConfigError(
                     f"only {len(batches)} batch(es) for {self.world_size} processes: use more data or smaller batches"
                 )
             batches = batches[self.rank : per_rank * self.world_size : self.world_size]
@@ -227,8 +273,15 @@ class EvalLoader:
         num_workers: int = 0,
         on_bad_audio: str = "error",
         max_batches: int = 0,
+        max_item_seconds: float = 0.0,
+        on_long: str = "error",
+        long_knob: str = "max_item_seconds",
     ):
         utts, self.skipped = load_utterances(manifest, on_bad_audio)
+        utts, too_long = split_long(utts, max_item_seconds, on_long, manifest, long_knob)
+        self.skipped.extend(too_long)
+        if not utts:
+            raise ManifestError(manifest, None, "no utterance is left after the length limit")
         self.dataset = AudioDataset(utts, 0, on_bad_audio)
         self.manifest = manifest
         self.num_workers = num_workers
@@ -264,5 +317,11 @@ def build_eval_loader(
     num_workers: int = 0,
     on_bad_audio: str = "error",
     max_batches: int = 0,
+    max_item_seconds: float = 0.0,
+    on_long: str = "error",
+    long_knob: str = "max_item_seconds",
 ) -> EvalLoader:
-    return EvalLoader(manifest, max_batch_seconds, max_batch_size, num_workers, on_bad_audio, max_batches)
+    """Batches of ``manifest`` in order; utterances longer than ``max_item_seconds`` (0 = no limit) are
+    refused or skipped per ``on_long`` (``long_knob`` names the setting in messages)."""
+    return EvalLoader(manifest, max_batch_seconds, max_batch_size, num_workers, on_bad_audio, max_batches,
+                      max_item_seconds, on_long, long_knob)

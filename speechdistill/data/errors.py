@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from speechdistill.errors import BadInputError
 
-class BadInputError(ValueError):
-    """Base class: bad user data, with an actionable message."""
+__all__ = ["BadAudioError", "BadInputError", "ManifestError"]
 
 
 class ManifestError(BadInputError):

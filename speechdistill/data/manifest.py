@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from speechdistill import SAMPLE_RATE
 from speechdistill.data.errors import ManifestError
 from speechdistill.utils.io import atomic_write_text
 
@@ -34,6 +35,24 @@ class Utterance:
     @property
     def duration(self) -> float:
         return self.num_samples / self.sample_rate
+
+
+# Decoded length vs the manifest's num_samples: resampling and codec padding (MP3 encoder delay: tens of
+# ms) move a little, a stale or hand-written manifest moves seconds (and batching, which trusts
+# num_samples, then overruns its memory budget).
+LENGTH_TOLERANCE = 0.01  # relative
+LENGTH_TOLERANCE_SECONDS = 0.1  # absolute floor
+
+
+def length_mismatch(u: Utterance, decoded_16k: int) -> str | None:
+    """Why ``u``'s decoded length (samples at 16 kHz) disagrees with its manifest entry, or None."""
+    expected = u.num_samples * SAMPLE_RATE / u.sample_rate
+    if abs(decoded_16k - expected) <= max(LENGTH_TOLERANCE * expected, LENGTH_TOLERANCE_SECONDS * SAMPLE_RATE):
+        return None
+    return (
+        f"the file holds {decoded_16k / SAMPLE_RATE:.2f} s of audio but the manifest says {u.duration:.2f} s "
+        f"(num_samples={u.num_samples}); rebuild the manifest (speechdistill data folder/librispeech ...)"
+    )
 
 
 def parse_line(line: str, manifest: str, line_no: int, base_dir: Path) -> Utterance:
@@ -77,22 +96,40 @@ def parse_line(line: str, manifest: str, line_no: int, base_dir: Path) -> Uttera
 def iter_manifest_lines(path: str | Path):
     """Yield (line_no, Utterance | ManifestError) so callers can choose to stop or to skip."""
     path = Path(path)
+    if path.is_dir():
+        raise ManifestError(str(path), None, "is a folder, not a manifest file (JSONL)")
     if not path.is_file():
         raise ManifestError(str(path), None, "manifest file does not exist")
     base = path.resolve().parent
+    try:
+        f = path.open("rb")  # decoded per line: a bad byte is reported with its line number
+    except OSError as e:
+        raise ManifestError(str(path), None, f"cannot be read ({e.strerror})") from None
+    with f:
+        yield from _parse_lines(f, path, base)
+
+
+def _parse_lines(lines, path: Path, base: Path):
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                utt = parse_line(line, str(path), line_no, base)
-                if utt.id in seen:
-                    raise ManifestError(str(path), line_no, f"duplicate id {utt.id!r}")
-                seen.add(utt.id)
-                yield line_no, utt
-            except ManifestError as e:
-                yield line_no, e
+    for line_no, raw in enumerate(lines, start=1):
+        try:
+            line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")  # tolerate a BOM
+        except UnicodeDecodeError as e:
+            yield line_no, ManifestError(
+                str(path), line_no, f"not UTF-8 text ({e.reason} at byte {e.start} of the line); manifests "
+                "are UTF-8 JSONL"
+            )
+            continue
+        if not line.strip():
+            continue
+        try:
+            utt = parse_line(line, str(path), line_no, base)
+            if utt.id in seen:
+                raise ManifestError(str(path), line_no, f"duplicate id {utt.id!r}")
+            seen.add(utt.id)
+            yield line_no, utt
+        except ManifestError as e:
+            yield line_no, e
 
 
 def read_manifest(path: str | Path, on_bad_line: str = "error") -> list[Utterance]:

@@ -53,7 +53,7 @@ def scan_librispeech(
             raise BadInputError(f"{sub}: no SPEAKER/CHAPTER/*.trans.txt files; is this a LibriSpeech subset?")
         for trans in tqdm(trans_files, desc=f"scan {subset}", unit="chapter"):
             speaker = trans.parent.parent.name
-            for line_no, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), 1):
+            for line_no, line in enumerate(_read_text(trans).splitlines(), 1):
                 if not line.strip():
                     continue
                 uid, _, text = line.partition(" ")
@@ -75,10 +75,23 @@ def scan_librispeech(
     return results
 
 
+def _read_text(path: str | Path) -> str:
+    """A UTF-8 text input (transcripts, fairseq lists); a missing or undecodable file names itself."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(str(path), None, "file does not exist")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line_no = data[: e.start].count(b"\n") + 1
+        raise ManifestError(str(path), line_no, f"not UTF-8 text ({e.reason})") from None
+
+
 def _read_transcript(audio: Path) -> str | None:
     for cand in (audio.with_suffix(".txt"), audio.with_suffix(".lab")):
         if cand.is_file():
-            return " ".join(cand.read_text(encoding="utf-8").split())
+            return " ".join(_read_text(cand).split())
     return None
 
 
@@ -92,7 +105,7 @@ def scan_folder(
         raise BadInputError(f"{root}: not a folder")
     table: dict[str, str] = {}
     if transcripts:
-        for line_no, line in enumerate(Path(transcripts).read_text(encoding="utf-8").splitlines(), 1):
+        for line_no, line in enumerate(_read_text(transcripts).splitlines(), 1):
             if not line.strip():
                 continue
             uid, sep, text = line.replace("\t", " ", 1).partition(" ")
@@ -120,13 +133,13 @@ def import_fairseq(tsv: str | Path, out: str | Path, wrd: str | Path | None = No
     """fairseq wav2vec/HuBERT manifests: first line = root dir, then ``relpath<TAB>num_samples``.
     The sample rate is read from each file header (fairseq assumes 16 kHz)."""
     tsv = Path(tsv)
-    lines = tsv.read_text(encoding="utf-8").splitlines()
+    lines = _read_text(tsv).splitlines()
     if not lines:
         raise ManifestError(str(tsv), None, "empty file; the first line must be the audio root folder")
     root = Path(lines[0].strip())
     texts: list[str] | None = None
     if wrd:
-        texts = [ln.strip() for ln in Path(wrd).read_text(encoding="utf-8").splitlines()]
+        texts = [ln.strip() for ln in _read_text(wrd).splitlines()]
     rows = [(i, ln) for i, ln in enumerate(lines[1:], start=2) if ln.strip()]
     if texts is not None and len(texts) != len(rows):
         raise ManifestError(str(wrd), None, f"{len(texts)} transcripts for {len(rows)} audio lines in {tsv}")

@@ -7,13 +7,14 @@ contract), ``onnx_io`` (files, sessions, quantization), ``parity`` (the judgemen
 from __future__ import annotations
 
 import logging
+import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
 
+from speechdistill.errors import OutputError
 from speechdistill.export.onnx_graph import (
     DEFAULT_OPSET,
     CTCGraph,
@@ -30,6 +31,7 @@ from speechdistill.export.onnx_io import (
     set_onnx_metadata,
 )
 from speechdistill.export.parity import (
+    FAILED_PARITY_FILE,
     ParityError,
     ParityOptions,
     ParityReport,
@@ -49,6 +51,8 @@ from speechdistill.export.source import (
     load_export_source,
     remove_stale_exports,
 )
+from speechdistill.utils.io import make_temp_dir, share_tree, writing
+from speechdistill.utils.lock import output_lock
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +74,16 @@ class OnnxExportOptions:
 def export_onnx(
     model: str | Path, out_dir: str | Path, options: OnnxExportOptions | None = None
 ) -> ExportResult:
-    """Export, check parity, and keep only files that passed; raises ParityError (after writing
-    ``parity.json``) when fp32 or int8 parity fails."""
+    """Export and check parity; the files reach ``out_dir`` only when every check passed.
+
+    All or nothing: a failing export (parity, or any error) leaves ``out_dir`` as it was, with the
+    last good ``model.onnx`` / ``model.int8.onnx`` and their ``parity.json``; a failed parity check
+    writes its report to ``parity.failed.json`` and raises ParityError."""
     options = options or OnnxExportOptions()
-    source = load_export_source(model, options.with_ctc_head)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"export folder {out_dir} exists and is not a folder; choose another --out")
+    source = load_export_source(model, options.with_ctc_head)
     num_states = int(source.encoder.num_output_layers) + 1
     layers = None if source.kind == "ctc" else parse_outputs(options.outputs, num_states)
     if source.kind == "ctc":
@@ -86,61 +95,70 @@ def export_onnx(
     meta = export_metadata(source, layers, options.opset, "fp32")
     meta["exporter"] = "torch.onnx.export TorchScript (dynamo=False)"
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    with output_lock(out_dir, "export folder"), writing(out_dir):
+        tmp = make_temp_dir(out_dir, ".export-")
+        try:
+            return _export_staged(source, graph, out_dir, tmp, options, meta, main_output, time_axis, layers)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _export_staged(source, graph, out_dir: Path, tmp: Path, options: OnnxExportOptions, meta: dict,
+                   main_output: str, time_axis: int, layers) -> ExportResult:
+    """Everything is written into ``tmp``; only a fully passing export is moved into ``out_dir``."""
     reports: dict[str, ParityReport] = {}
-    try:
-        fp32_tmp = tmp / FP32_NAME
-        log.info("exporting %s (%s) to ONNX opset %d", source.path, source.kind, options.opset)
-        trace_to_onnx(graph, fp32_tmp, main_output, time_axis, options.opset, options.trace_seconds)
-        set_onnx_metadata(fp32_tmp, meta)
-        check_onnx(fp32_tmp)
 
-        inputs = build_inputs(options.parity)
-        refs = reference_outputs(reference_runner(source, layers), inputs)
-        fp32_session = load_onnx_session(fp32_tmp, options.parity.threads)
-        fp32_run = ort_runner(fp32_session)
-        reports["fp32"] = fp32_report("onnx-fp32", refs, fp32_run, inputs, time_axis, options.parity)
-        if not reports["fp32"].passed:
-            write_parity_json(out_dir, meta, reports, _options_dict(options))
-            remove_stale_exports(out_dir, (FP32_NAME, INT8_NAME))
-            raise ParityError(f"refusing to write {out_dir / FP32_NAME}: {reports['fp32'].message}")
+    def refuse(message: str) -> ParityError:
+        failed = write_parity_json(out_dir, meta, reports, _options_dict(options), name=FAILED_PARITY_FILE)
+        return ParityError(f"{message}; {out_dir} is unchanged (report: {failed})")
 
-        files = [out_dir / FP32_NAME]
-        shutil.move(str(fp32_tmp), files[0])
-        if source.kind == "ctc":
-            for name in VOCAB_FILES:
-                if (source.path / name).is_file():
-                    shutil.copyfile(source.path / name, out_dir / name)
-                    files.append(out_dir / name)
-        if options.int8:
-            int8_tmp = tmp / INT8_NAME
-            quantize_int8(files[0], int8_tmp, options.int8_op_types)
-            meta8 = {
-                **meta,
-                "precision": "int8",
-                "quantization": "onnxruntime quantize_dynamic, QInt8 weights, ops "
-                + ",".join(options.int8_op_types),
-            }
-            set_onnx_metadata(int8_tmp, meta8)
-            vocab = _load_vocab(source) if source.kind == "ctc" else None
-            int8_run = ort_runner(load_onnx_session(int8_tmp, options.parity.threads))
-            reports["int8"] = int8_report(refs, int8_run, fp32_run, inputs, time_axis, options.parity, vocab)
-            if not reports["int8"].passed:
-                write_parity_json(out_dir, meta, reports, _options_dict(options))
-                remove_stale_exports(out_dir, (INT8_NAME,))
-                raise ParityError(
-                    f"refusing to write {out_dir / INT8_NAME}: {reports['int8'].message} "
-                    f"(the fp32 model {files[0]} passed and was kept)"
-                )
-            shutil.move(str(int8_tmp), out_dir / INT8_NAME)
-            files.append(out_dir / INT8_NAME)
-        else:
-            remove_stale_exports(out_dir, (INT8_NAME,))  # a stale int8 file would not match this fp32 model
-        files.append(write_parity_json(out_dir, meta, reports, _options_dict(options)))
-        return ExportResult(out_dir, files, meta, reports)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    fp32_tmp = tmp / FP32_NAME
+    log.info("exporting %s (%s) to ONNX opset %d", source.path, source.kind, options.opset)
+    trace_to_onnx(graph, fp32_tmp, main_output, time_axis, options.opset, options.trace_seconds)
+    set_onnx_metadata(fp32_tmp, meta)
+    check_onnx(fp32_tmp)
+
+    inputs = build_inputs(options.parity)
+    refs = reference_outputs(reference_runner(source, layers), inputs)
+    fp32_session = load_onnx_session(fp32_tmp, options.parity.threads)
+    fp32_run = ort_runner(fp32_session)
+    reports["fp32"] = fp32_report("onnx-fp32", refs, fp32_run, inputs, time_axis, options.parity)
+    if not reports["fp32"].passed:
+        raise refuse(f"refusing to write {out_dir / FP32_NAME}: {reports['fp32'].message}")
+
+    staged = [fp32_tmp]
+    if source.kind == "ctc":
+        for name in VOCAB_FILES:
+            if (source.path / name).is_file():
+                shutil.copyfile(source.path / name, tmp / name)
+                staged.append(tmp / name)
+    if options.int8:
+        int8_tmp = tmp / INT8_NAME
+        quantize_int8(fp32_tmp, int8_tmp, options.int8_op_types)
+        meta8 = {
+            **meta,
+            "precision": "int8",
+            "quantization": "onnxruntime quantize_dynamic, QInt8 weights, ops "
+            + ",".join(options.int8_op_types),
+        }
+        set_onnx_metadata(int8_tmp, meta8)
+        vocab = _load_vocab(source) if source.kind == "ctc" else None
+        int8_run = ort_runner(load_onnx_session(int8_tmp, options.parity.threads))
+        reports["int8"] = int8_report(refs, int8_run, fp32_run, inputs, time_axis, options.parity, vocab)
+        if not reports["int8"].passed:
+            raise refuse(f"refusing to write {out_dir / INT8_NAME}: {reports['int8'].message} (the fp32 model passed)")
+        staged.append(int8_tmp)
+    staged.append(write_parity_json(tmp, meta, reports, _options_dict(options)))
+    # Commit: parity.json last, so a kill mid-way never leaves a report newer than its models.
+    files = []
+    share_tree(tmp)
+    for f in staged:
+        os.replace(f, out_dir / f.name)
+        files.append(out_dir / f.name)
+    (out_dir / FAILED_PARITY_FILE).unlink(missing_ok=True)  # an earlier failure's report, now outdated
+    if not options.int8:
+        remove_stale_exports(out_dir, (INT8_NAME,))  # an older int8 file would not match this fp32 model
+    return ExportResult(out_dir, files, meta, reports)
 
 
 def _load_vocab(source: ExportSource):

@@ -29,17 +29,24 @@ import torch
 
 from speechdistill import SAMPLE_RATE
 from speechdistill.data.batch import pad_waveforms
+from speechdistill.errors import SpeechDistillError
 
 log = logging.getLogger(__name__)
 
 PARITY_FILE = "parity.json"
+# Longest utterance the int8 WER check decodes whole (longer ones are left out).
+WER_MAX_SECONDS = 60.0
+# The report of a failed export: beside, not over, the parity.json of the last good export it leaves in place.
+FAILED_PARITY_FILE = "parity.failed.json"
 
 # (waveform [B, S] float32, lengths [B] int64) -> (output with a time axis, frame_lengths [B])
 Runner = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-class ParityError(RuntimeError):
+class ParityError(SpeechDistillError, RuntimeError):
     """An exported model disagrees with its PyTorch source beyond the tolerance."""
+
+    exit_code = 1
 
 
 @dataclass
@@ -76,6 +83,9 @@ class ParityOptions:
             raise ConfigError("parity.max_seconds must be positive and parity.int8_max_wer_increase >= 0")
         if self.threads < 0:
             raise ConfigError("parity.threads must be >= 0 (0 = onnxruntime's default)")
+        from speechdistill.config import SEED_RULE, check_ranges
+
+        check_ranges("parity", self, seed=SEED_RULE)
 
 
 @dataclass
@@ -179,8 +189,9 @@ def manifest_inputs(manifest: str | Path, max_utterances: int, max_seconds: floa
     return cases
 
 
-def wer_inputs(manifest: str | Path, max_utterances: int) -> list[ParityInput]:
-    """Whole utterances with transcripts, one per input, for the int8 WER judgement."""
+def wer_inputs(manifest: str | Path, max_utterances: int, max_seconds: float = 0.0) -> list[ParityInput]:
+    """Whole utterances with transcripts, one per input, for the int8 WER judgement; utterances longer
+    than ``max_seconds`` (0 = no limit) are left out (whole, an hour-long file would not fit in memory)."""
     from speechdistill.data.audio import load_audio
     from speechdistill.data.manifest import read_manifest
 
@@ -189,6 +200,9 @@ def wer_inputs(manifest: str | Path, max_utterances: int) -> list[ParityInput]:
         if len(out) >= max_utterances:
             break
         if not u.text:
+            continue
+        if max_seconds and u.duration > max_seconds:
+            log.info("int8 WER check: leaving out %s (%.1f s, above %g s)", u.path, u.duration, max_seconds)
             continue
         audio = load_audio(u.path, target_sr=SAMPLE_RATE)
         w = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
@@ -403,7 +417,7 @@ def int8_report(
         c.bound = float("nan")
         c.passed = c.frame_lengths_match  # tensors are reported, not judged, for int8
     if vocab is not None and options.manifest:
-        decode_inputs = wer_inputs(options.manifest, options.wer_utterances)
+        decode_inputs = wer_inputs(options.manifest, options.wer_utterances, WER_MAX_SECONDS)
         texts, hyp8 = transcribe(int8, decode_inputs, vocab)
         if texts:
             from speechdistill.asr.metrics import wer
@@ -441,11 +455,12 @@ def write_parity_json(
     metadata: dict[str, str],
     reports: dict[str, ParityReport],
     options: dict | None = None,
+    name: str = PARITY_FILE,
 ) -> Path:
-    """``parity.json``: overall verdict, the export's metadata, the options used and every case."""
+    """``parity.json`` (or ``name``): overall verdict, the export's metadata, the options used and every case."""
     from speechdistill.utils.io import atomic_write_json
 
-    path = Path(out_dir) / PARITY_FILE
+    path = Path(out_dir) / name
     atomic_write_json(
         path,
         {

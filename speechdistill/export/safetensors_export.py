@@ -19,16 +19,17 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from speechdistill.errors import OutputError
 from speechdistill.export.onnx_export import ExportResult
 from speechdistill.export.onnx_graph import reference_runner
 from speechdistill.export.parity import (
+    FAILED_PARITY_FILE,
     ParityError,
     ParityOptions,
     build_inputs,
@@ -47,7 +48,9 @@ from speechdistill.export.source import (
 from speechdistill.models.encoder import HFEncoder
 from speechdistill.models.errors import ModelLoadError
 from speechdistill.models.hf import FAMILIES, family_of, wants_normalized_input
-from speechdistill.utils.io import atomic_write_json
+from speechdistill.models.weights import load_pretrained
+from speechdistill.utils.io import atomic_write_json, make_temp_dir, replace_dir, share_tree, writing
+from speechdistill.utils.lock import output_lock
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,7 @@ def reload_encoder(out_dir: Path, like: nn.Module) -> nn.Module:
     if isinstance(like, HFEncoder):
         cfg = like.config
         _, stock_cls = FAMILIES[family_of(cfg)]
-        model = stock_cls.from_pretrained(str(out_dir)).eval()  # stock transformers class
+        model = load_pretrained(stock_cls, out_dir).eval()  # the stock transformers class, loaded strictly
         return HFEncoder(model, normalize=wants_normalized_input(out_dir, model.config))
     from speechdistill.models.load import load_encoder
 
@@ -120,11 +123,12 @@ def _move_contents(src: Path, dst: Path) -> list[Path]:
     moved = []
     for child in sorted(src.iterdir()):
         target = dst / child.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-        os.replace(child, target)
+        if child.is_dir():
+            replace_dir(child, target)  # the old folder goes only after the new one is in place
+        else:
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(child, target)
         moved.append(target)
     return moved
 
@@ -132,11 +136,14 @@ def _move_contents(src: Path, dst: Path) -> list[Path]:
 def export_safetensors(
     model: str | Path, out_dir: str | Path, options: SafetensorsExportOptions | None = None
 ) -> ExportResult:
-    """Write the directory, re-load it, compare with the source; raises ParityError (after writing
-    ``parity.json``) and keeps nothing when they disagree."""
+    """Write the directory, re-load it, compare with the source; only a passing export reaches
+    ``out_dir``.  A failure leaves ``out_dir`` as it was (the last good export and its parity.json),
+    writes ``parity.failed.json`` and raises ParityError."""
     options = options or SafetensorsExportOptions()
-    source: ExportSource = load_export_source(model, options.with_ctc_head)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"export folder {out_dir} exists and is not a folder; choose another --out")
+    source: ExportSource = load_export_source(model, options.with_ctc_head)
     meta = export_metadata(source, None, 0, "fp32")
     meta.pop("opset")
     meta.update(
@@ -148,42 +155,51 @@ def export_safetensors(
             "output_layers": "all",
         }
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
-    try:
-        staged = tmp / "model"
-        if source.kind == "ctc":
-            source.ctc.save_pretrained(staged)
-            from speechdistill.asr.ctc_model import CTCModel
+    with output_lock(out_dir, "export folder"), writing(out_dir):
+        tmp = make_temp_dir(out_dir, ".export-")
+        try:
+            return _export_staged(source, out_dir, tmp, options, meta)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
-            reloaded_run = _ctc_runner(CTCModel.from_pretrained(staged).eval())
-            ref_run = reference_runner(source, None)
-            stale = CTC_FILES
-        else:
-            staged.mkdir()
-            save_encoder(source.encoder, staged)
-            reloaded = reload_encoder(staged, source.encoder)
-            reloaded_run, ref_run = _all_layers_runner(reloaded), _all_layers_runner(source.encoder)
-            stale = ENCODER_FILES
-            meta["loads_with"] = (
-                f"transformers.{type(reloaded.model).__name__}.from_pretrained"
-                if isinstance(reloaded, HFEncoder)
-                else "speechdistill.models.load.load_encoder"
-            )
-        inputs = build_inputs(options.parity)
-        refs = reference_outputs(ref_run, inputs)
-        time_axis = 1 if source.kind == "ctc" else 2
-        report = fp32_report("safetensors", refs, reloaded_run, inputs, time_axis, options.parity)
-        opts = parity_options_dict(options.parity)
-        if not report.passed:
-            write_parity_json(out_dir, meta, {"safetensors": report}, opts)
-            remove_stale_exports(out_dir, stale + (INFO_FILE,))
-            raise ParityError(
-                f"refusing to write {out_dir}: the re-loaded export differs from the source: {report.message}"
-            )
-        atomic_write_json(staged / INFO_FILE, meta)
-        files = _move_contents(staged, out_dir)
-        files.append(write_parity_json(out_dir, meta, {"safetensors": report}, opts))
-        return ExportResult(out_dir, files, meta, {"safetensors": report})
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+def _export_staged(source: ExportSource, out_dir: Path, tmp: Path, options: SafetensorsExportOptions,
+                   meta: dict) -> ExportResult:
+    staged = tmp / "model"
+    if source.kind == "ctc":
+        source.ctc.save_pretrained(staged)
+        from speechdistill.asr.ctc_model import CTCModel
+
+        reloaded_run = _ctc_runner(CTCModel.from_pretrained(staged).eval())
+        ref_run = reference_runner(source, None)
+        stale = CTC_FILES
+    else:
+        staged.mkdir()
+        save_encoder(source.encoder, staged)
+        reloaded = reload_encoder(staged, source.encoder)
+        reloaded_run, ref_run = _all_layers_runner(reloaded), _all_layers_runner(source.encoder)
+        stale = ENCODER_FILES
+        meta["loads_with"] = (
+            f"transformers.{type(reloaded.model).__name__}.from_pretrained"
+            if isinstance(reloaded, HFEncoder)
+            else "speechdistill.models.load.load_encoder"
+        )
+    inputs = build_inputs(options.parity)
+    refs = reference_outputs(ref_run, inputs)
+    time_axis = 1 if source.kind == "ctc" else 2
+    report = fp32_report("safetensors", refs, reloaded_run, inputs, time_axis, options.parity)
+    opts = parity_options_dict(options.parity)
+    if not report.passed:
+        failed = write_parity_json(out_dir, meta, {"safetensors": report}, opts, name=FAILED_PARITY_FILE)
+        raise ParityError(
+            f"refusing to write {out_dir}: the re-loaded export differs from the source: {report.message}; "
+            f"{out_dir} is unchanged (report: {failed})"
+        )
+    atomic_write_json(staged / INFO_FILE, meta)
+    write_parity_json(staged, meta, {"safetensors": report}, opts)
+    share_tree(staged)
+    # Files of an earlier export this one does not write (e.g. its ctc_head after an encoder-only export).
+    remove_stale_exports(out_dir, [n for n in (*stale, INFO_FILE) if not (staged / n).exists()])
+    files = _move_contents(staged, out_dir)
+    (out_dir / FAILED_PARITY_FILE).unlink(missing_ok=True)
+    return ExportResult(out_dir, files, meta, {"safetensors": report})

@@ -34,7 +34,7 @@ class CTCConfig:
 
     def validate(self) -> None:
         if self.encoder_lr_scale < 0:
-            raise ConfigError("ctc.encoder_lr_scale must be >= 0")
+            raise ConfigError(f"ctc.encoder_lr_scale={self.encoder_lr_scale:g}: must be >= 0")
 
 
 def _utterance_ctc_inputs(

@@ -213,11 +213,16 @@ class HFEncoder(nn.Module):
 
 
 def save_feature_extractor(out_dir, normalize: bool, attention_mask: bool) -> None:
-    """``preprocessor_config.json``: stock pipelines read the sampling rate and normalisation from it."""
+    """``preprocessor_config.json``: stock pipelines read the sampling rate and normalisation from it.
+
+    Called right after ``save_pretrained`` of an encoder: also gives its weight files the usual
+    permissions (transformers writes them owner-only)."""
     from transformers import Wav2Vec2FeatureExtractor
 
     from speechdistill import SAMPLE_RATE
+    from speechdistill.utils.io import share_weights
 
+    share_weights(out_dir)
     Wav2Vec2FeatureExtractor(
         feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=normalize,
         return_attention_mask=attention_mask,

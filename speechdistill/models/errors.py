@@ -1,5 +1,5 @@
 """Model errors, importable without torch (the CLI maps them to clean messages)."""
 
+from speechdistill.errors import ModelLoadError
 
-class ModelLoadError(OSError):
-    """A model directory or hub id that cannot be loaded, with the reason and what to do."""
+__all__ = ["ModelLoadError"]

@@ -11,7 +11,8 @@ from transformers import PretrainedConfig
 
 from speechdistill.config import ConfigError
 from speechdistill.models.encoder import HFEncoder
-from speechdistill.models.hf import FAMILIES, config_class, family_of, model_class
+from speechdistill.models.errors import ModelLoadError
+from speechdistill.models.hf import FAMILIES, check_encoder_config, config_class, family_of, model_class
 
 PRESETS = ("base", "large", "tiny")
 
@@ -101,6 +102,10 @@ def random_encoder(family: str, overrides: dict[str, Any] | None = None, seed: i
         cfg = type(cfg)(**data)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"invalid random {family} config: {e}") from None
+    try:
+        check_encoder_config(cfg, f"random:{family} upstream config")
+    except ModelLoadError as e:
+        raise ConfigError(str(e)) from None
     return HFEncoder(build_encoder(cfg, seed), normalize=(cfg.feat_extract_norm == "layer"))
 
 

@@ -13,6 +13,7 @@ Specs:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from speechdistill.models.errors import ModelLoadError
 from speechdistill.models.hf import FAMILIES, load_hf_config, load_hf_encoder, wants_normalized_input
 from speechdistill.models.registry import PROJECT_MODEL_TYPES, project_model_class
 from speechdistill.models.teacher import Teacher
+from speechdistill.models.weights import load_pretrained
 
 TINY_PREFIX = "tiny:"
 RANDOM_PREFIX = "random:"
@@ -42,9 +44,14 @@ def load_encoder(
     dtype: torch.dtype | None = None,
     seed: int = 0,
     config_overrides: dict[str, Any] | None = None,
+    allow_missing: Sequence[str] = (),
 ) -> nn.Module:
     """An encoder from any spec (see the module doc).  ``seed`` and ``config_overrides`` apply to
-    ``tiny:``/``random:`` specs only."""
+    ``tiny:``/``random:`` specs only.
+
+    Checkpoints load strictly (``models.weights``): a missing, unexpected or mis-shaped tensor, or a
+    NaN/Inf weight, is a ModelLoadError naming them.  ``allow_missing``: ``fnmatch`` patterns of tensors
+    the caller expects to be new (initialised fresh), e.g. a head added to a pretrained body."""
     from speechdistill.models.factory import random_encoder, tiny_encoder
 
     spec = str(spec)
@@ -66,12 +73,10 @@ def load_encoder(
     config = load_hf_config(path)
     if config.model_type in PROJECT_MODEL_TYPES:
         cls = project_model_class(config.model_type)
-        try:
-            return cls.from_pretrained(path, dtype=dtype)
-        except OSError as e:
-            raise ModelLoadError(f"{path}: could not load weights: {e}") from None
+        return load_pretrained(cls, path, config=config, dtype=dtype, allow_missing=allow_missing)
     if config.model_type in FAMILIES:
-        return HFEncoder(load_hf_encoder(path, config, dtype), normalize=wants_normalized_input(path, config))
+        return HFEncoder(load_hf_encoder(path, config, dtype, allow_missing),
+                         normalize=wants_normalized_input(path, config))
     raise ModelLoadError(
         f"{path}: model_type {config.model_type!r} is not supported "
         f"(supported: {', '.join([*FAMILIES, *PROJECT_MODEL_TYPES])})"

@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 from speechdistill.config import to_dict
 from speechdistill.utils.io import atomic_write_json
@@ -32,7 +33,7 @@ class DemoConfig:
     teacher: str = "builtin:reference"
     distill_steps: int = 300
     ctc_steps: int = 300
-    ctc_head: str = "bilstm"
+    ctc_head: Literal["linear", "bilstm"] = "bilstm"
     ctc_lstm_hidden: int = 128
     ctc_lr: float = 2e-3
     distill_lr: float = 1e-3
@@ -45,6 +46,17 @@ class DemoConfig:
     eval_seeds: int = 1
     test_utterances: int = 400
     test_speakers: int = 8
+
+    def validate(self) -> None:
+        from speechdistill.config import SEED_RULE, ConfigError, check_ranges
+
+        if not self.out:
+            raise ConfigError("out is required (--out DIR)")
+        check_ranges(
+            "", self, hours=">0", seed=SEED_RULE, distill_steps=">=1", ctc_steps=">=1", ctc_lstm_hidden=">=1",
+            ctc_lr=">0", distill_lr=">0", max_batch_seconds=">0", threads=">=0",
+            hints={"threads": "0 = torch's default"},
+        )
 
 
 class Stages:
@@ -89,7 +101,8 @@ def _distill(cfg: DemoConfig, method: str, manifests: dict, out: Path, teacher_l
         distilhubert=replace(base.distilhubert, targets=targets),
         gendistiller=replace(base.gendistiller, targets=targets),
     )
-    run_distill(validated(dcfg))
+    # The demo owns its folder: running it again replaces its models.
+    run_distill(validated(dcfg), overwrite=True)
     return out / "model"
 
 
@@ -158,11 +171,11 @@ def run_demo(cfg: DemoConfig) -> dict:
     from speechdistill.models.builtin import resolve_model_path
     from speechdistill.models.load import load_encoder
     from speechdistill.report.demo_report import write_demo_report
+    from speechdistill.utils.io import ensure_dir
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(cfg.out, "demo output folder")
     stages = Stages([
         "synthesise corpus", "distill GenDistiller", "distill DistilHuBERT",
         "compare (cached features, ASR heads, layer fidelity, cost)", "report",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
-from speechdistill.config import ConfigError, to_dict
+from speechdistill.config import ConfigError, check_ranges, to_dict
 from speechdistill.data.dataset import DataConfig
 from speechdistill.methods.distilhubert import DistilHuBERTConfig, DistilHuBERTMethod
 from speechdistill.methods.gendistiller import GenDistillerMethodConfig
@@ -34,6 +35,32 @@ class DistillConfig:
     def validate(self) -> None:
         if not self.data.train_manifest:
             raise ConfigError("data.train_manifest is required (e.g. data.train_manifest=corpus/train.jsonl)")
+        if not self.teacher:
+            raise ConfigError("teacher is required (a model directory, hub id, builtin:reference or tiny:hubert)")
+        if not self.out_dir:
+            raise ConfigError("out_dir is required (e.g. out_dir=runs/distill)")
+        # Both methods' sections, whichever runs: a recipe should not carry values that cannot work.
+        _check_targets("distilhubert.targets", self.distilhubert.targets)
+        check_ranges("distilhubert", self.distilhubert, student_layers=">=1", cnn_grad_scale=">=0", cos_weight=">=0")
+        g = self.gendistiller
+        _check_targets("gendistiller.targets", g.targets)
+        check_ranges(
+            "gendistiller", g, decoder_hidden_size=">=0", decoder_layers=">=1", decoder_heads=">=1",
+            decoder_ffn_dim=">=1", dropout="[0,1)", cnn_grad_scale=">=0", cos_weight=">=0",
+            scheduled_sampling="[0,1]", hints={"decoder_hidden_size": "0 = the teacher's width"},
+        )
+        if g.decoder_hidden_size and g.decoder_hidden_size % g.decoder_heads:
+            raise ConfigError(
+                f"gendistiller.decoder_hidden_size={g.decoder_hidden_size} is not divisible by "
+                f"gendistiller.decoder_heads={g.decoder_heads}"
+            )
+
+
+def _check_targets(key: str, targets: list[int]) -> None:
+    if not targets:
+        raise ConfigError(f"{key}: name at least one teacher layer (e.g. [4, 8, 12])")
+    if min(targets) < 1 or any(b <= a for a, b in pairwise(targets)):
+        raise ConfigError(f"{key}={targets}: teacher layers must be >= 1 and strictly increasing (e.g. [4, 8, 12])")
 
 
 def build_method(cfg: DistillConfig):
@@ -41,20 +68,29 @@ def build_method(cfg: DistillConfig):
 
     teacher = load_teacher(cfg.teacher, seed=cfg.train.seed)
     info = {"recipe": to_dict(cfg)}
-    if cfg.method == "distilhubert":
-        return DistilHuBERTMethod(teacher, cfg.distilhubert, info)
-    from speechdistill.methods.gendistiller import GenDistillerMethod
+    section = cfg.distilhubert if cfg.method == "distilhubert" else cfg.gendistiller
+    try:
+        if cfg.method == "distilhubert":
+            return DistilHuBERTMethod(teacher, cfg.distilhubert, info)
+        from speechdistill.methods.gendistiller import GenDistillerMethod
 
-    return GenDistillerMethod(teacher, cfg.gendistiller, info, total_steps=cfg.train.steps)
+        return GenDistillerMethod(teacher, cfg.gendistiller, info, total_steps=cfg.train.steps)
+    except ValueError as e:  # targets the teacher does not have
+        raise ConfigError(f"{cfg.method}.targets={section.targets} with teacher {cfg.teacher}: {e}") from None
 
 
-def run_distill(cfg: DistillConfig, resume: bool = False) -> TrainResult:
-    for m in (cfg.data.train_manifest, cfg.data.dev_manifest):
+def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -> TrainResult:
+    """Distill into ``cfg.out_dir``: a used folder needs ``resume`` (continue its run) or ``overwrite``
+    (replace it); a folder another run is writing into is refused (``train.run_dir``)."""
+    from speechdistill.train.run_dir import claim_run_dir
+
+    for key, m in (("data.train_manifest", cfg.data.train_manifest), ("data.dev_manifest", cfg.data.dev_manifest)):
         if m and not Path(m).is_file():
             raise ConfigError(
-                f"manifest {m} does not exist; make one with `speechdistill data synth --out DIR` "
+                f"{key}={m}: the manifest does not exist; make one with `speechdistill data synth --out DIR` "
                 "(synthetic speech) or `speechdistill data librispeech ...`"
             )
-    method = build_method(cfg)
-    log.info("distilling %s -> %s student into %s", cfg.teacher, cfg.method, cfg.out_dir)
-    return train(method, cfg.train, cfg.optim, cfg.data, Path(cfg.out_dir), resume=resume, run_config=to_dict(cfg))
+    with claim_run_dir(cfg.out_dir, resume, overwrite) as out_dir:
+        method = build_method(cfg)
+        log.info("distilling %s -> %s student into %s", cfg.teacher, cfg.method, out_dir)
+        return train(method, cfg.train, cfg.optim, cfg.data, out_dir, resume=resume, run_config=to_dict(cfg))

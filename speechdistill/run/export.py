@@ -10,6 +10,7 @@ from speechdistill.export.parity import ParityOptions
 
 MIN_OPSET, MAX_OPSET = 14, 20  # SDPA needs 14; the TorchScript exporter in torch 2.13 stops at 20
 INT8_OP_TYPES = ("MatMul", "Gemm", "Conv")
+MAX_INPUT_SECONDS = 120.0  # trace and random parity inputs: attention memory grows with the square
 
 
 @dataclass
@@ -36,8 +37,13 @@ class ExportConfig:
             raise ConfigError("--int8 applies to --format onnx only (safetensors exports are fp32 checkpoints)")
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise ConfigError(f"--opset {self.opset} is outside the supported {MIN_OPSET}..{MAX_OPSET}")
-        if self.trace_seconds < 0.1:
-            raise ConfigError("--trace-seconds must be at least 0.1")
+        if not 0.1 <= self.trace_seconds <= MAX_INPUT_SECONDS:
+            raise ConfigError(f"--trace-seconds {self.trace_seconds:g} must be in [0.1, {MAX_INPUT_SECONDS:g}]")
+        if max(self.parity.lengths_s) > MAX_INPUT_SECONDS:
+            raise ConfigError(
+                f"--parity-lengths {','.join(f'{s:g}' for s in self.parity.lengths_s)}: each at most "
+                f"{MAX_INPUT_SECONDS:g} s (longer random inputs only cost memory)"
+            )
         unknown = [op for op in self.int8_ops if op not in INT8_OP_TYPES]
         if unknown or (self.int8 and not self.int8_ops):
             raise ConfigError(

@@ -27,6 +27,8 @@ class FinetuneConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
+        if not self.out_dir:
+            raise ConfigError("out_dir is required (--out DIR)")
         if not self.ctc.upstream:
             raise ConfigError("ctc.upstream is required (--upstream DIR|hub-id|random:FAMILY)")
         if not self.data.train_manifest:
@@ -56,17 +58,20 @@ def build_vocab(train_manifest: str, out_dir: Path, resume: bool) -> CharVocab:
     return vocab
 
 
-def run_finetune(cfg: FinetuneConfig, resume: bool = False):
-    """Train a CTC model; the best one by dev WER (or the final one) lands in ``out_dir/model``."""
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    vocab = build_vocab(cfg.data.train_manifest, out_dir, resume)
-    vocab.save(out_dir)
-    if is_random_spec(cfg.ctc.upstream):
-        log.info("training %s from scratch with CTC (encoder unfrozen)", cfg.ctc.upstream)
-    method = CTCMethod(cfg.ctc, vocab, seed=cfg.train.seed)
-    run_config = {**to_dict(cfg), "method": "ctc", "vocab": vocab.to_list()}
-    return run_training(
-        method, train_cfg=cfg.train, optim_cfg=cfg.optim, data_cfg=cfg.data, out_dir=out_dir,
-        resume=resume, run_config=run_config,
-    )
+def run_finetune(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = False):
+    """Train a CTC model; the best one by dev WER (or the final one) lands in ``out_dir/model``.
+
+    A used ``out_dir`` needs ``resume`` or ``overwrite``; a busy one is refused (``train.run_dir``)."""
+    from speechdistill.train.run_dir import claim_run_dir
+
+    with claim_run_dir(cfg.out_dir, resume, overwrite) as out_dir:
+        vocab = build_vocab(cfg.data.train_manifest, out_dir, resume)
+        vocab.save(out_dir)
+        if is_random_spec(cfg.ctc.upstream):
+            log.info("training %s from scratch with CTC (encoder unfrozen)", cfg.ctc.upstream)
+        method = CTCMethod(cfg.ctc, vocab, seed=cfg.train.seed)
+        run_config = {**to_dict(cfg), "method": "ctc", "vocab": vocab.to_list()}
+        return run_training(
+            method, train_cfg=cfg.train, optim_cfg=cfg.optim, data_cfg=cfg.data, out_dir=out_dir,
+            resume=resume, run_config=run_config,
+        )

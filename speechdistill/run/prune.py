@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from speechdistill.config import ConfigError
+from speechdistill.config import SEED_RULE, ConfigError, check_ranges
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +55,33 @@ class PruneConfig:
             raise ConfigError(f"sketch_rows must be >= 0 (0 = exact), got {self.sketch_rows}")
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 = torch's choice), got {self.threads}")
+        check_ranges("", self, seed=SEED_RULE)
 
 
 def run_prune(cfg: PruneConfig) -> dict:
-    """Prune ``cfg.model`` and write the pruned encoder and ``prune_report.json`` to ``cfg.out``."""
+    """Prune ``cfg.model`` and write the pruned encoder and ``prune_report.json`` to ``cfg.out``
+    (the folder is written whole or not at all; a used one needs ``overwrite``, a busy one is refused)."""
+    from speechdistill.errors import OutputError
+    from speechdistill.utils.lock import output_lock
+
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} exists and is not a folder; choose another path")
+    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
+        what = "a model (config.json)" if (out / "config.json").exists() else "files"
+        raise OutputError(f"{out} already holds {what}; pass --overwrite to replace the folder as a whole")
+    with output_lock(out, "--out folder"):
+        return _prune(cfg, out)
+
+
+def _prune(cfg: PruneConfig, out: Path) -> dict:
     import torch
 
     from speechdistill.models.load import load_encoder
-    from speechdistill.prune.budget import PruneError
     from speechdistill.prune.calib import load_calibration_audio, make_batches, manifest_lengths, num_batches
     from speechdistill.prune.stat import PruneOptions, prune_model
     from speechdistill.utils.io import atomic_dir, atomic_write_json
 
-    out = Path(cfg.out)
-    if (out / "config.json").exists() and not cfg.overwrite:
-        raise PruneError(f"{out} already holds a model (config.json); pass --overwrite to replace it")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     encoder = load_encoder(cfg.model)

@@ -20,11 +20,20 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
+from speechdistill.config import SEED_RULE, check_ranges
 from speechdistill.data.dataset import DataConfig, build_eval_loader, build_train_loader, raise_if_bad
-from speechdistill.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+from speechdistill.errors import (
+    BadInputError,
+    CheckpointError,
+    ConfigError,
+    SpeechDistillError,
+    TrainingError,
+)
+from speechdistill.train.checkpoint import save_checkpoint, set_rng_state
 from speechdistill.train.optim import OptimConfig, build_optimizer, build_scheduler
 from speechdistill.train.protocol import Method
-from speechdistill.utils.io import atomic_dir, atomic_write_json
+from speechdistill.train.resume import check_resumable, config_changes, newest_usable_checkpoint, truncate_log
+from speechdistill.utils.io import atomic_dir, atomic_write_json, ensure_dir, writing
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +57,12 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> None:
-        if self.steps < 1:
-            raise ValueError("train.steps must be >= 1")
-        if self.grad_accum < 1:
-            raise ValueError("train.grad_accum must be >= 1")
-        if self.early_stop_patience < 0:
-            raise ValueError("train.early_stop_patience must be >= 0")
+        check_ranges(
+            "train", self, steps=">=1", grad_accum=">=1", seed=SEED_RULE, log_every=">=1", val_every=">=0",
+            save_every=">=0", keep_checkpoints=">=1", stop_after=">=0", early_stop_patience=">=0",
+            hints={"val_every": "0 = at the end only", "save_every": "0 = at the end only",
+                   "stop_after": "0 = no limit", "early_stop_patience": "0 = train all steps"},
+        )
         if self.early_stop_patience and not self.val_every:
             raise ValueError("train.early_stop_patience needs train.val_every > 0 (validations to count)")
 
@@ -154,13 +163,19 @@ class Trainer:
         self.accelerator = _make_accelerator(train_cfg, self.out_dir)
         self.is_main = self.accelerator.is_main_process
         if self.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            ensure_dir(self.out_dir, "out_dir")
         self.accelerator.wait_for_everyone()
         set_seed(train_cfg.seed, device_specific=True)
 
         if hasattr(method, "setup"):
             method.setup(self.accelerator.device)
-        model = method.build_model()
+        try:
+            model = method.build_model()
+        except (ValueError, TypeError) as e:
+            if isinstance(e, SpeechDistillError):
+                raise
+            # Model constructors check their configs with ValueError (e.g. a width the heads do not divide).
+            raise ConfigError(f"{getattr(method, 'name', 'method')}: cannot build the model from this config: {e}") from None
         groups = method.param_groups(model, optim_cfg.lr, optim_cfg.weight_decay)
         optimizer = build_optimizer(groups, optim_cfg)
         # Stepped by us once per optimizer step, not prepared: accelerate's wrapper steps it once per
@@ -172,7 +187,7 @@ class Trainer:
         self.loader, self.sampler, skipped_lines, self.dev_loader = self._build_loaders()
         self.batches_per_epoch = len(self.sampler)
         if self.batches_per_epoch == 0:
-            raise ValueError(f"{data_cfg.train_manifest}: no training batches")
+            raise BadInputError(f"{data_cfg.train_manifest}: no training batches (no usable utterance)")
         self.pos = _Position(skipped=len(skipped_lines))
         self.ckpt_root = self.out_dir / "checkpoints"
         self.log_path = self.out_dir / "train_log.jsonl"
@@ -191,28 +206,40 @@ class Trainer:
         loader, sampler, skipped = build_train_loader(d, seed=self.cfg.seed, rank=rank, world_size=world)
         dev = None
         if d.dev_manifest:
-            dev = build_eval_loader(d.dev_manifest, d.max_batch_seconds, d.max_batch_size, d.num_workers,
-                                    d.on_bad_audio, d.max_dev_batches)
+            dev = build_eval_loader(
+                d.dev_manifest, d.max_batch_seconds, d.max_batch_size, d.num_workers, d.on_bad_audio,
+                d.max_dev_batches, max_item_seconds=d.max_dev_seconds, on_long=d.on_long_dev,
+                long_knob="data.max_dev_seconds, data.on_long_dev=error|skip",
+            )
         return loader, sampler, skipped, dev
 
     # -- state ------------------------------------------------------------------------------------
 
     def restore(self) -> bool:
-        """Load the latest checkpoint (model, optimizer, scheduler, RNG, data position)."""
-        ckpt = latest_checkpoint(self.ckpt_root)
-        if ckpt is None:
+        """Load the newest intact checkpoint (model, optimizer, scheduler, RNG, data position); see
+        ``train.resume`` for what is skipped and what is refused."""
+        found = newest_usable_checkpoint(self.ckpt_root, self.accelerator.process_index)
+        if found is None:
             log.warning("--resume: no checkpoint under %s, starting from scratch", self.ckpt_root)
             return False
-        state = load_checkpoint(ckpt, self.accelerator.process_index)
+        ckpt, state = found
+        changes = config_changes(self.out_dir / "run_config.json", self.run_config)
+        check_resumable(ckpt, state, getattr(self.method, "name", "?"), self.accelerator.num_processes,
+                        self.unwrapped, self.optimizer, changes)
         self.unwrapped.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
         ts = state["trainer_state"]
-        self.scheduler.load_state_dict(ts["scheduler"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(ts["scheduler"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"--resume: {ckpt}: the optimizer or scheduler state does not fit this run ({e})") from None
         self.pos = _Position(
             ts["step"], ts["epoch"], ts["batch_in_epoch"], ts.get("best"), ts.get("since_best", 0),
             ts.get("audio_seconds", 0.0), ts.get("skipped", self.pos.skipped),
         )
         set_rng_state(*state["rng"])
+        if self.is_main:
+            truncate_log(self.log_path, self.pos.step)
         log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt, self.pos.step, self.pos.epoch,
                  self.pos.batch_in_epoch)
         return True
@@ -240,7 +267,7 @@ class Trainer:
 
     def write_log(self, record: dict) -> None:
         if self.is_main:
-            with open(self.log_path, "a", encoding="utf-8") as f:
+            with writing(self.log_path), open(self.log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
         self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record.get("step"))
 
@@ -301,12 +328,20 @@ class Trainer:
         with ctx, self.accelerator.autocast():
             loss, metrics = self.method.compute_loss(self.model, batch, self.pos.step)
             if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite loss at step {self.pos.step} (batch {batch.ids[:3]}...): lower optim.lr, "
-                    "check the input audio, or use mixed_precision=no"
-                )
+                raise TrainingError(self._non_finite_message(batch))
             self.accelerator.backward(loss.float() / self.cfg.grad_accum)
         return loss, metrics
+
+    def _non_finite_message(self, batch) -> str:
+        where = f"non-finite loss at step {self.pos.step} (utterances {', '.join(batch.ids[:3])}"
+        where += ", ...)" if len(batch.ids) > 3 else ")"
+        bad = [n for n, p in self.unwrapped.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            return f"{where}: the model's weights are no longer finite ({bad[0]}, ...): lower optim.lr or optim.grad_clip"
+        if self.pos.step == 0:
+            return (f"{where}, before any update: the inputs or the teacher give non-finite values (check the "
+                    "audio with `speechdistill data check` and the teacher's weights), or use mixed_precision=no")
+        return f"{where}: lower optim.lr, check the input audio, or use mixed_precision=no"
 
     def optimizer_step(self):
         grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.optim_cfg.grad_clip)
@@ -341,7 +376,7 @@ class Trainer:
         last_metrics: dict[str, float] = {}
         interrupted = False
         micro = 0
-        with _StopFlag() as stop:
+        with pbar, _StopFlag() as stop:
             while pos.step < cfg.steps and not interrupted and not self.stopped_early:
                 self.sampler.set_epoch(pos.epoch, pos.batch_in_epoch)
                 for batch in self.loader:
@@ -396,7 +431,6 @@ class Trainer:
                 if pos.batch_in_epoch >= self.batches_per_epoch:
                     pos.epoch += 1
                     pos.batch_in_epoch = 0
-        pbar.close()
         return interrupted, last_metrics
 
     def finish(self, interrupted: bool, last_metrics: dict[str, float], elapsed: float) -> TrainResult:

@@ -8,6 +8,8 @@ from typing import Literal
 
 import torch
 
+from speechdistill.config import ConfigError, check_ranges
+
 
 @dataclass
 class OptimConfig:
@@ -22,12 +24,14 @@ class OptimConfig:
     grad_clip: float = 5.0
 
     def validate(self) -> None:
-        if self.lr <= 0:
-            raise ValueError("optim.lr must be positive")
         if len(self.betas) != 2:
-            raise ValueError("optim.betas must have two values")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError("optim.warmup_ratio must be in [0, 1)")
+            raise ConfigError(f"optim.betas={self.betas!r}: must be two values (e.g. [0.9, 0.98])")
+        check_ranges(
+            "optim", self, lr=">0", betas="[0,1)", eps=">0", weight_decay=">=0", warmup_ratio="[0,1)",
+            min_lr_ratio="[0,1]", grad_clip=">0",
+            hints={"lr": "e.g. 2e-4", "min_lr_ratio": "the final lr as a fraction of the peak",
+                   "grad_clip": "the max gradient norm, e.g. 5; a huge value disables clipping"},
+        )
 
 
 def lr_factor(step: int, total: int, cfg: OptimConfig) -> float:

@@ -130,6 +130,8 @@ class SynthConfig:
     def validate(self) -> None:
         if not (self.hours > 0 and np.isfinite(self.hours)):
             raise BadInputError(f"hours must be a positive number, got {self.hours}")
+        if not 0 <= self.seed < 2**32:
+            raise BadInputError(f"seed must be in [0, 2**32), got {self.seed}")
         if self.text not in TEXT_MODES:
             raise BadInputError(f"unknown text mode {self.text!r}; choose one of {', '.join(TEXT_MODES)}")
         if self.num_workers is not None and self.num_workers < 1:
@@ -368,6 +370,10 @@ def _run_job(job: UtteranceJob) -> tuple[int, int]:
 
 
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:
+    from speechdistill.utils.io import ensure_dir
+
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"--out {out} exists and is not a folder; choose another path")
     existing = [out / name for name in (*(f"{s}.jsonl" for s in SPLITS), SPEAKERS_FILE, WAV_DIR)]
     existing = [p for p in existing if p.exists()]
     if existing and not overwrite:
@@ -380,7 +386,7 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
             shutil.rmtree(p)
         else:
             p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out, "--out folder")
 
 
 def synthesize_corpus(

@@ -75,11 +75,14 @@ def _distill(cfg: DemoConfig, method: str, manifests: dict, out: Path, teacher_l
 
     every = max(1, teacher_layers // 2)
     targets = list(range(every, teacher_layers + 1, every))
+    # The students' architectures and training modes are the tiny_cpu recipe's (GenDistiller at <= 67 % of
+    # DistilHuBERT's encoder parameters, free-running training; see the recipe); validation during
+    # training logs the free-running dev loss as it goes.
     overrides = [
         f"method={method}", f"teacher={cfg.teacher}", f"out_dir={out}",
         f"data.train_manifest={manifests['train']}", f"data.dev_manifest={manifests['dev']}",
         f"data.max_batch_seconds={cfg.max_batch_seconds}", f"train.steps={cfg.distill_steps}",
-        f"train.seed={cfg.seed}", f"optim.lr={cfg.distill_lr}", "train.val_every=0",
+        f"train.seed={cfg.seed}", f"optim.lr={cfg.distill_lr}", f"train.val_every={max(cfg.distill_steps // 3, 1)}",
         f"train.save_every={max(cfg.distill_steps // 2, 1)}", f"train.log_every={max(1, min(10, cfg.distill_steps))}",
         f"distilhubert.targets={targets}", f"gendistiller.targets={targets}", *cfg.extra_distill,
     ]
@@ -111,8 +114,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     from speechdistill.data.synth.corpus import synthesize_corpus
     from speechdistill.models.builtin import resolve_model_path
     from speechdistill.models.load import load_encoder
+    from speechdistill.models.size import student_parameters
     from speechdistill.report.demo_report import write_demo_report
-    from speechdistill.report.stats import count_macs, count_parameters
+    from speechdistill.report.stats import count_macs
+    from speechdistill.utils.io import read_json
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -155,17 +160,26 @@ def run_demo(cfg: DemoConfig) -> dict:
                              threads=cfg.threads or None)
         enc = load_encoder(Path(model_dir) / "encoder")
         rows.append({
-            "model": name, "how": how, "encoder_params": count_parameters(enc), "total_params": rep.get("params", {}),
+            "model": name, "how": how, "encoder_params": student_parameters(enc).encoder,
+            "total_params": rep.get("params", {}),
             "macs_per_second": count_macs(enc, 1.0), "wer": rep["wer"], "cer": rep["cer"], "rtf": rep["rtf"],
             "threads": rep.get("threads"), "num_utterances": rep["num_utterances"], "audio_hours": rep["audio_hours"],
         })
 
     stages.next()
+    students = {}
+    for name, d in (("gendistiller", gen_dir), ("distilhubert", dh_dir)):
+        info = read_json(Path(d) / "distill_info.json")
+        students[name] = {"parameters": student_parameters(d).as_dict(),
+                          **{k: info[k] for k in ("initialisation", "training", "heads") if k in info}}
+    gen_size, dh_size = student_parameters(gen_dir), student_parameters(dh_dir)
     teacher_row = next(r for r in rows if r["model"] == "teacher")
     meaningful = teacher_row["wer"] <= MEANINGFUL_TEACHER_WER
     total = stages.done()
     summary = {
         "config": to_dict(cfg), "manifests": manifests, "teacher": cfg.teacher, "rows": rows,
+        "students": students, "param_ratio": gen_size.ratio(dh_size),
+        "param_ratio_with_heads": gen_size.ratio_with_heads(dh_size),
         "meaningful": meaningful, "meaningful_rule": f"teacher (frozen + head) test WER <= {MEANINGFUL_TEACHER_WER}",
         "stage_seconds": stages.times, "total_seconds": total,
     }

@@ -50,6 +50,17 @@ def write_demo_report(summary: dict, out: Path) -> None:
         f"than chance (rule: {summary['meaningful_rule']}). Run longer (e.g. `--hours 1 --distill-steps 1000 "
         f"--ctc-steps 1000`) or on a GPU."
     )
+    students = summary.get("students", {})
+    student_lines = "\n".join(
+        f"| {name} | {st['parameters']['encoder']:,} | {st['parameters']['heads']:,} | "
+        f"{_fmt_record(st.get('initialisation', {}))} | {_fmt_record(st.get('training', {})) or '-'} |"
+        for name, st in students.items()
+    )
+    ratio = (
+        f"GenDistiller has **{summary['param_ratio'] * 100:.1f} %** of DistilHuBERT's encoder parameters "
+        f"({summary['param_ratio_with_heads'] * 100:.1f} % counting DistilHuBERT's training-only prediction heads)."
+        if "param_ratio" in summary else ""
+    )
     cfg = summary["config"]
     stage_lines = "\n".join(f"| {k} | {v:.0f} |" for k, v in summary["stage_seconds"].items())
     n = rows[0]["num_utterances"]
@@ -66,6 +77,12 @@ Teacher: `{summary['teacher']}`. Students distilled for {cfg['distill_steps']} s
 
 {verdict}
 
+| student | encoder params | prediction heads (training only) | initialisation | training |
+|---|---|---|---|---|
+{student_lines}
+
+{ratio}
+
 MACs are counted by torch's FlopCounterMode on one forward pass of 1 s of audio. RTF = processing
 time / audio time on this machine's CPU (batch 1).
 
@@ -77,3 +94,7 @@ time / audio time on this machine's CPU (batch 1).
 | total | {summary['total_seconds']:.0f} |
 """
     atomic_write_text(out / "report.md", text)
+
+
+def _fmt_record(record: dict) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in record.items())

@@ -70,6 +70,8 @@ class Row:
 
 ROWS: dict[str, Row] = {
     "dh-teacher": Row("distilhubert", [], "-", "teacher layer 1", "-", "768", "teacher's (no feature LN)"),
+    "dh-teacher-nodrop": Row("distilhubert", ["distilhubert.dropout=0.0"], "-", "teacher layer 1, dropout 0", "-",
+                             "768", "teacher's (no feature LN)"),
     "dh-random": Row("distilhubert", ["distilhubert.layer_init=random"], "-", "random layer", "-", "768"),
     "dh-linear": Row("distilhubert", ["distilhubert.head_type=linear"], "-", "teacher layer 1 (linear heads)", "-", "768"),
     "dh-pc16": Row("distilhubert", ["distilhubert.pos_conv_kernel=16"], "-", "teacher layer 1", "-", "768",

@@ -70,6 +70,8 @@ class Row:
 
 ROWS: dict[str, Row] = {
     "dh-teacher": Row("distilhubert", [], "-", "teacher layer 1", "-", "768", "teacher's (no feature LN)"),
+    "dh-teacher-nodrop": Row("distilhubert", ["distilhubert.dropout=0.0"], "-", "teacher layer 1, dropout 0", "-",
+                             "768", "teacher's (no feature LN)"),
     "dh-random": Row("distilhubert", ["distilhubert.layer_init=random"], "-", "random layer", "-", "768"),
     "dh-linear": Row("distilhubert", ["distilhubert.head_type=linear"], "-", "teacher layer 1 (linear heads)", "-", "768"),
     "dh-pc16": Row("distilhubert", ["distilhubert.pos_conv_kernel=16"], "-", "teacher layer 1", "-", "768",
@@ -90,6 +92,9 @@ ROWS: dict[str, Row] = {
                          "teacher layer 1, post-LN, no skip", "full", "188"),
     "gd-fr-post-t2": Row("gendistiller", GD + SIZE_A + FR + POST_T1[:-1] + ["gendistiller.decoder_init_layers=[2]"],
                          "free-running, unrolled", "teacher layer 2, post-LN, no skip", "full", "188"),
+    "gd-fr-post-t1-drop": Row("gendistiller", GD + SIZE_A + FR + POST_T1 + ["gendistiller.dropout=0.1"],
+                              "free-running, unrolled, dropout 0.1", "teacher layer 1, post-LN, no skip", "full",
+                              "188"),
     "gd-tf-post-t1": Row("gendistiller", GD + SIZE_A + TF + POST_T1, "teacher-forced",
                          "teacher layer 1, post-LN, no skip", "full", "188"),
     "gd-fr-pre-t1": Row("gendistiller", GD + SIZE_A + FR + ["gendistiller.decoder_init=teacher",
@@ -103,6 +108,19 @@ ROWS: dict[str, Row] = {
                                "teacher layer 1, post-LN, no skip", "full", "90 + W_out"),
     "gd-fr-post-t1-pc16": Row("gendistiller", GD + SIZE_C + FR + POST_T1, "free-running, unrolled",
                               "teacher layer 1, post-LN, no skip", "full", "470", "pos conv 16 taps"),
+    # Four generation steps (targets 1, 2, 3, 4; DistilHuBERT keeps [2, 4]): one shared block per teacher
+    # layer, more inference FLOPs at the same parameters.  The masks differ from K = 3 on.
+    "gd4-fr-post-t1": Row("gendistiller", GD + SIZE_A + FR + POST_T1 + ["gendistiller.targets=[1,2,3,4]"],
+                          "free-running, unrolled", "teacher layer 1, post-LN, no skip", "full", "188",
+                          "teacher's; targets 1-4"),
+    "gd4-fr-post-t1-prev": Row("gendistiller", GD + SIZE_A + FR + POST_T1 + ["gendistiller.targets=[1,2,3,4]",
+                                                                             "gendistiller.mask=previous"],
+                               "free-running, unrolled", "teacher layer 1, post-LN, no skip", "previous", "188",
+                               "teacher's; targets 1-4"),
+    "gd4-fr-post-t1-axial": Row("gendistiller", GD + SIZE_A + FR + POST_T1 + ["gendistiller.targets=[1,2,3,4]",
+                                                                              "gendistiller.mask=axial"],
+                                "free-running, unrolled", "teacher layer 1, post-LN, no skip", "axial", "188",
+                                "teacher's; targets 1-4"),
 }
 
 
@@ -140,6 +158,51 @@ def _finetune_api():
     return finetune_config_from_dict, run_finetune
 
 
+class CachedEncoder:
+    """A frozen encoder whose outputs are cached by waveform content, so that the CTC head's many epochs
+    run the student once per utterance.  Exact up to padding effects (the encoder is frozen, in eval
+    mode, and its valid frames do not depend on the batch; tested in tests/test_gendistiller.py at 1e-5).
+    Wraps the module returned by ``load_encoder`` for the CTC worker only."""
+
+    def __init__(self, inner):
+        import torch
+
+        self.inner = inner
+        self.cache: dict[bytes, tuple] = {}
+        self._torch = torch
+
+    def _key(self, wav, n: int) -> bytes:
+        import hashlib
+
+        return hashlib.sha1(wav[:n].detach().cpu().numpy().tobytes()).digest()
+
+    def encode(self, wav, lengths=None, upto_layer=None):
+        torch = self._torch
+        from speechdistill.models.encoder import EncoderOutput
+
+        if upto_layer is not None or torch.is_grad_enabled():
+            return self.inner.encode(wav, lengths, upto_layer)
+        if lengths is None:
+            lengths = torch.full((wav.shape[0],), wav.shape[1], dtype=torch.long)
+        keys = [self._key(wav[i], int(lengths[i])) for i in range(wav.shape[0])]
+        if any(k not in self.cache for k in keys):
+            out = self.inner.encode(wav, lengths)
+            for i, k in enumerate(keys):
+                n = int(out.frame_lengths[i])
+                self.cache[k] = (tuple(h[i, :n].clone() for h in out.hidden_states),
+                                 out.last_hidden_state is not None)
+        items = [self.cache[k] for k in keys]
+        fl = torch.tensor([it[0][0].shape[0] for it in items], dtype=torch.long)
+        T = int(fl.max())
+        states = []
+        for j in range(len(items[0][0])):
+            h = items[0][0][j].new_zeros(len(items), T, items[0][0][j].shape[-1])
+            for i, it in enumerate(items):
+                h[i, : it[0][j].shape[0]] = it[0][j]
+            states.append(h)
+        return EncoderOutput(tuple(states), fl.to(wav.device), states[-1] if items[0][1] else None)
+
+
 def _early_stopper(log_path: Path, patience: int, min_steps: int, stop: threading.Event) -> None:
     """SIGINT this process (the engine then checkpoints and stops) once dev WER has not improved for
     ``patience`` validations after ``min_steps``; the engine has already saved the best model."""
@@ -168,6 +231,10 @@ def worker_ctc(job: dict) -> dict:
         "train": {"steps": job["max_steps"], "seed": job["seed"], "val_every": job["val_every"], "log_every": 50,
                   "progress": False},
     })
+    import speechdistill.models.load as load_module
+
+    original = load_module.load_encoder
+    load_module.load_encoder = lambda *a, **k: _cached_module(original(*a, **k))
     stop = threading.Event()
     watcher = threading.Thread(target=_early_stopper, daemon=True,
                                args=(out / "train_log.jsonl", job["patience"], job["min_steps"], stop))
@@ -177,6 +244,29 @@ def worker_ctc(job: dict) -> dict:
     finally:
         stop.set()
     return {"step": res.step, "early_stopped": res.interrupted}
+
+
+def _cached_module(encoder):
+    """An nn.Module facade over ``CachedEncoder`` (CTCModel registers its encoder as a submodule)."""
+    from torch import nn
+
+    class Cached(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self._cached = CachedEncoder(inner)
+
+        config = property(lambda self: self.inner.config)
+        num_output_layers = property(lambda self: self.inner.num_output_layers)
+        hidden_size = property(lambda self: self.inner.hidden_size)
+
+        def encode(self, wav, lengths=None, upto_layer=None):
+            return self._cached.encode(wav, lengths, upto_layer)
+
+        def save_pretrained(self, out_dir, **kw):
+            return self.inner.save_pretrained(out_dir, **kw)
+
+    return Cached(encoder)
 
 
 def run_worker(kind: str, job: dict) -> dict:

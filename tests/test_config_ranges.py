@@ -52,7 +52,7 @@ CASES = [
     ("distill", ["gendistiller.targets=[3,2]"], r"gendistiller\.targets=\[3, 2\]: teacher layers must be >= 1 and strictly"),
     ("distill", ["gendistiller.targets=[]"], r"gendistiller\.targets: name at least one teacher layer"),
     ("distill", ["gendistiller.dropout=1.5"], r"gendistiller\.dropout=1\.5: must be in \[0, 1\)"),
-    ("distill", ["gendistiller.scheduled_sampling=2"], r"gendistiller\.scheduled_sampling=2\.0: must be in \[0, 1\]"),
+    ("distill", ["gendistiller.sampling_end=2"], r"gendistiller\.sampling_end=2\.0: must be in \[0, 1\]"),
     ("distill", ["gendistiller.decoder_layers=0"], r"gendistiller\.decoder_layers=0: must be >= 1"),
     ("distill", ["gendistiller.decoder_hidden_size=30"], r"decoder_hidden_size=30 is not divisible by .*decoder_heads=4"),
     ("distill", ["distilhubert.targets=[0]"], r"distilhubert\.targets=\[0\]: teacher layers must be >= 1"),

@@ -74,6 +74,8 @@ class DistilHuBERTConfig:
     cnn_grad_scale: float = 0.1
     freeze_cnn: bool = False
     cos_weight: float = 1.0
+    # Dropout of the student's layers (hidden, attention, activation); < 0 = the teacher config's (s3prl: 0.1).
+    dropout: float = -1.0
     # Start from an existing encoder directory instead of slicing the teacher: e.g. a STAT-pruned
     # teacher (`speechdistill prune`), which then recovers by layer distillation (the student's
     # layers and widths are whatever that directory holds).
@@ -158,6 +160,9 @@ def build_student(teacher: Teacher, cfg: DistilHuBERTConfig) -> tuple[DistilHuBE
     if cfg.layer_init == "teacher" and max(init_layers) > teacher.num_layers:
         raise ValueError(f"distilhubert init layers {init_layers} exceed the teacher's {teacher.num_layers} layers")
     s_config = student_hf_config(t_model.config, cfg.student_layers, cfg.feat_proj_layer_norm, cfg.pos_conv_kernel)
+    if cfg.dropout >= 0:
+        for key in ("hidden_dropout", "attention_dropout", "activation_dropout"):
+            setattr(s_config, key, cfg.dropout)
     _, model_cls = FAMILIES[family_of(s_config)]
     model = model_cls(s_config)
     t_state = t_model.state_dict()

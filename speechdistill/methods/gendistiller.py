@@ -86,12 +86,11 @@ class GenDistillerMethodConfig:
     validate_teacher_forced: bool = True
 
     def validate(self) -> None:
-        if self.bptt_steps < 0:
-            raise ValueError("gendistiller.bptt_steps must be >= 0 (0 = through the whole chain)")
-        for name in ("sampling_start", "sampling_end", "ramp_start", "ramp_end"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"gendistiller.{name} must be in [0, 1], got {v}")
+        from speechdistill.config import check_ranges
+
+        check_ranges("gendistiller", self, bptt_steps=">=0", sampling_start="[0,1]", sampling_end="[0,1]",
+                     ramp_start="[0,1]", ramp_end="[0,1]", pos_conv_kernel=">=0",
+                     hints={"bptt_steps": "0 = through the whole chain"})
         if self.ramp_end < self.ramp_start:
             raise ValueError(f"gendistiller.ramp_end ({self.ramp_end}) must be >= ramp_start ({self.ramp_start})")
         if self.decoder_init == "random" and (self.decoder_init_layers or self.first_step_init_layers):

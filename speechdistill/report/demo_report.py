@@ -21,6 +21,17 @@ def write_demo_report(summary: dict, compare_doc: dict, out: Path) -> None:
         f"clearly better than chance (rule: {summary['meaningful_rule']}). Run longer (e.g. `--hours 1 "
         f"--distill-steps 1000 --ctc-steps 1000`) or on a GPU."
     )
+    students = summary.get("students", {})
+    student_lines = "\n".join(
+        f"| {name} | {st['parameters']['encoder']:,} | {st['parameters']['heads']:,} | "
+        f"{_fmt_record(st.get('initialisation', {}))} | {_fmt_record(st.get('training', {})) or '-'} |"
+        for name, st in students.items()
+    )
+    ratio = (
+        f"GenDistiller has **{summary['param_ratio'] * 100:.1f} %** of DistilHuBERT's encoder parameters "
+        f"({summary['param_ratio_with_heads'] * 100:.1f} % counting DistilHuBERT's training-only prediction heads)."
+        if "param_ratio" in summary else ""
+    )
     cfg = summary["config"]
     seeds = compare_doc["seeds"]
     stage_lines = "\n".join(f"| {k} | {v:.0f} |" for k, v in summary["stage_seconds"].items())
@@ -48,6 +59,12 @@ claimed: the table below calls every difference "within noise". Full tables: `{r
 
 {verdict}
 
+| student | encoder params | prediction heads (training only) | initialisation | training |
+|---|---|---|---|---|
+{student_lines}
+
+{ratio}
+
 {plots}
 
 | stage | seconds |
@@ -56,3 +73,7 @@ claimed: the table below calls every difference "within noise". Full tables: `{r
 | total | {summary['total_seconds']:.0f} |
 """
     atomic_write_text(out / "report.md", text)
+
+
+def _fmt_record(record: dict) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in record.items())

@@ -95,7 +95,8 @@ def _distill(cfg: DemoConfig, method: str, manifests: dict, out: Path, teacher_l
         base, method=method, teacher=cfg.teacher, out_dir=str(out),
         data=replace(base.data, train_manifest=manifests["train"], dev_manifest=manifests["dev"],
                      max_batch_seconds=cfg.max_batch_seconds),
-        train=replace(base.train, steps=cfg.distill_steps, seed=cfg.seed, val_every=0,
+        # Validation during training logs the free-running dev loss as it goes.
+        train=replace(base.train, steps=cfg.distill_steps, seed=cfg.seed, val_every=max(cfg.distill_steps // 3, 1),
                       save_every=max(cfg.distill_steps // 2, 1), log_every=max(1, min(10, cfg.distill_steps))),
         optim=replace(base.optim, lr=cfg.distill_lr),
         distilhubert=replace(base.distilhubert, targets=targets),
@@ -200,12 +201,22 @@ def run_demo(cfg: DemoConfig) -> dict:
     rows = _rows(doc)
 
     stages.next()
+    from speechdistill.models.size import student_parameters
+    from speechdistill.utils.io import read_json
+
+    students = {}
+    for name, d in (("gendistiller", gen_dir), ("distilhubert", dh_dir)):
+        info = read_json(Path(d) / "distill_info.json")
+        students[name] = {"parameters": student_parameters(d).as_dict(),
+                          **{k: info[k] for k in ("initialisation", "training", "heads") if k in info}}
+    gen_size, dh_size = student_parameters(gen_dir), student_parameters(dh_dir)
     teacher_row = next(r for r in rows if r["model"] == "teacher")
     meaningful = teacher_row["wer"] is not None and teacher_row["wer"] <= MEANINGFUL_TEACHER_WER
     total = stages.done()
     summary = {
         "config": to_dict(cfg), "manifests": manifests, "teacher": cfg.teacher, "rows": rows,
-        "meaningful": meaningful, "meaningful_rule": f"teacher (frozen + head) test WER <= {MEANINGFUL_TEACHER_WER}",
+        "students": students, "param_ratio": gen_size.ratio(dh_size),
+        "param_ratio_with_heads": gen_size.ratio_with_heads(dh_size), "meaningful": meaningful, "meaningful_rule": f"teacher (frozen + head) test WER <= {MEANINGFUL_TEACHER_WER}",
         "compare": str(out / "compare" / "compare.json"), "stage_seconds": stages.times, "total_seconds": total,
     }
     write_demo_report(summary, doc, out)

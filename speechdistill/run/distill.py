@@ -47,7 +47,7 @@ class DistillConfig:
         check_ranges(
             "gendistiller", g, decoder_hidden_size=">=0", decoder_layers=">=1", decoder_heads=">=1",
             decoder_ffn_dim=">=1", dropout="[0,1)", cnn_grad_scale=">=0", cos_weight=">=0",
-            scheduled_sampling="[0,1]", hints={"decoder_hidden_size": "0 = the teacher's width"},
+            hints={"decoder_hidden_size": "0 = the teacher's width"},
         )
         if g.decoder_hidden_size and g.decoder_hidden_size % g.decoder_heads:
             raise ConfigError(

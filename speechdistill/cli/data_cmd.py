@@ -1,4 +1,4 @@
-"""``speechdistill data ...``: build, convert, check and synthesise manifests."""
+"""``speechdistill data ...``: build, convert, merge, check and synthesise manifests."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ BAD_HELP = "what to do with bad audio or manifest lines: 'error' stops at the fi
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="build, convert, check and synthesise manifests",
+    p = sub.add_parser("data", help="build, convert, merge, check and synthesise manifests",
                        description="Manifest tools. Native format: JSONL with id, path, num_samples, "
                        "sample_rate, optional text and speaker (see manifests/README.md).",
                        formatter_class=HelpFormatter)
@@ -49,6 +49,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--wrd", help="output word transcripts")
     q.add_argument("--ltr", help="output letter transcripts ('|' between words)")
     q.set_defaults(func=run_export_fairseq)
+
+    q = dsub.add_parser("merge", help="concatenate manifests into one (e.g. LibriSpeech 960 h)",
+                        formatter_class=HelpFormatter,
+                        description="Concatenate manifests; audio paths are rewritten relative to --out's folder, "
+                        "and an utterance id found in two inputs is an error.\n\n"
+                        "  speechdistill data merge manifests/train-clean-100.jsonl manifests/train-clean-360.jsonl "
+                        "manifests/train-other-500.jsonl --out manifests/ls960.jsonl")
+    q.add_argument("manifests", nargs="+", metavar="MANIFEST", help="input manifests (.jsonl), in output order")
+    q.add_argument("--out", required=True, help="output manifest (.jsonl)")
+    q.set_defaults(func=run_merge)
 
     q = dsub.add_parser("check", help="validate a manifest and every file in it", formatter_class=HelpFormatter,
                         description="Reads every line and decodes every file; prints hours, utterances, sample "
@@ -107,6 +117,14 @@ def run_export_fairseq(args) -> int:
 
     n = export_fairseq(args.manifest, args.tsv, args.wrd, args.ltr)
     print(f"{n} utterances -> {args.tsv}")
+    return 0
+
+
+def run_merge(args) -> int:
+    from speechdistill.data.manifest import merge_manifests
+
+    n = merge_manifests(args.manifests, args.out)
+    print(f"{n} utterances from {len(args.manifests)} manifest(s) -> {args.out}")
     return 0
 
 

@@ -12,7 +12,7 @@ DESCRIPTION = """\
 Run the whole pipeline offline on the embedded default: synthesise a speaker-disjoint digits corpus,
 take the shipped reference teacher, distill a GenDistiller and a DistilHuBERT student, fine-tune a
 CTC head on each frozen encoder (teacher included), evaluate on held-out speakers and write
-OUT/report.md, OUT/report.json and OUT/wer_vs_params.png. About 15 minutes on 2 CPU cores.
+OUT/report.md, OUT/report.json and OUT/wer_vs_cost.png. About 15 minutes on 2 CPU cores.
 """
 
 FLAGS = [

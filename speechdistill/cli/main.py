@@ -61,10 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     from speechdistill.config import ConfigError
     from speechdistill.data.errors import BadInputError
     from speechdistill.models.errors import ModelLoadError
+    from speechdistill.utils.extras import MissingExtraError
 
     try:
         rc = args.func(args)
-    except (ConfigError, BadInputError, ModelLoadError) as e:
+        sys.stdout.flush()  # a reader that went away (`| head`) shows up here, not at interpreter exit
+    except BrokenPipeError:
+        # Stop quietly, as Unix tools do; stdout goes to /dev/null so the exit-time flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (ConfigError, BadInputError, ModelLoadError, MissingExtraError) as e:
         log.error("%s", e)
         return 2
     except KeyboardInterrupt:

@@ -124,3 +124,20 @@ def write_manifest(path: str | Path, utts: Iterable[Utterance], relative: bool =
     lines = [json.dumps(utterance_to_dict(u, base), ensure_ascii=False) for u in utts]
     atomic_write_text(path, "".join(line + "\n" for line in lines))
     return len(lines)
+
+
+def merge_manifests(inputs: Iterable[str | Path], out: str | Path) -> int:
+    """Concatenate manifests (e.g. LibriSpeech's three training subsets into ls960.jsonl); paths are
+    rewritten relative to ``out``'s folder.  Every input line must be valid; an id present in two
+    inputs is an error naming both files."""
+    utts: list[Utterance] = []
+    first_seen: dict[str, str] = {}
+    for path in inputs:
+        for utt in read_manifest(path):
+            if utt.id in first_seen:
+                raise ManifestError(str(path), None, f"id {utt.id!r} is also in {first_seen[utt.id]}")
+            first_seen[utt.id] = str(path)
+            utts.append(utt)
+    if not utts:
+        raise ManifestError(str(out), None, "the input manifests hold no utterances")
+    return write_manifest(out, utts)

@@ -49,6 +49,7 @@ from speechdistill.export.source import (
     load_export_source,
     remove_stale_exports,
 )
+from speechdistill.utils.extras import require
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ def export_onnx(
     """Export, check parity, and keep only files that passed; raises ParityError (after writing
     ``parity.json``) when fp32 or int8 parity fails."""
     options = options or OnnxExportOptions()
+    for module in ("onnx", "onnxruntime"):  # before any work: a missing extra is a one-line error
+        require(module, "ONNX export")
     source = load_export_source(model, options.with_ctc_head)
     out_dir = Path(out_dir)
     num_states = int(source.encoder.num_output_layers) + 1

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from speechdistill.asr.lm_decode import LMConfig
 from speechdistill.config import ConfigError
 
 
@@ -18,6 +19,9 @@ class EvaluateConfig:
     device: str = "cpu"  # cpu, cuda, cuda:N or auto
     batch_size: int = 0  # utterances per batch (0 = 1 on CPU so padding does not inflate RTF, 16 on GPU)
     max_batch_seconds: float = 120.0
+    # Beam search with a word n-gram LM (optional extra `lm`); lm.path empty = greedy CTC decoding.
+    lm: LMConfig = field(default_factory=LMConfig)
+    progress: bool = True
 
     def validate(self) -> None:
         for name in ("model", "manifest", "out"):
@@ -34,5 +38,6 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
 
     return evaluate_model(
         cfg.model, cfg.manifest, cfg.out, threads=cfg.threads or None, max_batch_seconds=cfg.max_batch_seconds,
-        max_batch_size=cfg.batch_size or None, on_bad_audio=cfg.on_bad_audio, device=cfg.device,
+        max_batch_size=cfg.batch_size or None, on_bad_audio=cfg.on_bad_audio, device=cfg.device, lm=cfg.lm,
+        progress=cfg.progress,
     )

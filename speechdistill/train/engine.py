@@ -24,6 +24,7 @@ from speechdistill.data.dataset import DataConfig, build_eval_loader, build_trai
 from speechdistill.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from speechdistill.train.optim import OptimConfig, build_optimizer, build_scheduler
 from speechdistill.train.protocol import Method
+from speechdistill.train.trackers import TRACKER_RUN_NAME, check_trackers, tracker_names
 from speechdistill.utils.io import atomic_dir, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,17 @@ class TrainConfig:
     # Stop after this many optimizer steps in this invocation (tests of interruption); 0 = no limit.
     stop_after: int = 0
     progress: bool = True
+    # Experiment trackers (accelerate's): "auto" = tensorboard when its extra is installed, "none", or
+    # comma-separated names: tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab, trackio,
+    # all.  TensorBoard events go to OUT_DIR/speechdistill/; train_log.jsonl is written in every case.
+    log_with: str = "auto"
 
     def validate(self) -> None:
         if self.steps < 1:
             raise ValueError("train.steps must be >= 1")
         if self.grad_accum < 1:
             raise ValueError("train.grad_accum must be >= 1")
+        tracker_names(self.log_with)
 
 
 @dataclass
@@ -98,11 +104,8 @@ def _make_accelerator(train_cfg: TrainConfig, out_dir: Path):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    trackers = []
-    with contextlib.suppress(ImportError):
-        import tensorboard  # noqa: F401
-
-        trackers.append("tensorboard")
+    trackers = tracker_names(train_cfg.log_with)
+    check_trackers(trackers)
     # Students may leave parameters unused in a step (e.g. a curriculum stage), so DDP must allow it.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     # accelerate >= 1.x only picks MULTI_CPU (gloo) when told cpu=True; without it, processes started
@@ -290,8 +293,9 @@ class Trainer:
             self.restore()
         if self.is_main and self.run_config is not None:
             atomic_write_json(self.out_dir / "run_config.json", self.run_config)
-        if self.accelerator.trackers:
-            self.accelerator.init_trackers("speechdistill", config=_flat(self.run_config or {}))
+        # accelerator.trackers is empty until init_trackers runs: ask what was configured instead.
+        if self.accelerator.log_with:
+            self.accelerator.init_trackers(TRACKER_RUN_NAME, config=_flat(self.run_config or {}))
         t0 = time.perf_counter()
         interrupted, last_metrics = self._loop()
         self.save_checkpoint()

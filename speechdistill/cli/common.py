@@ -20,7 +20,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
             "default" in text.lower()
             or action.required
             or not action.option_strings
-            or action.default in (None, False, argparse.SUPPRESS)
+            or action.default is None
+            or action.default is False  # `in (None, False)` would also hide a default of 0
+            or action.default == argparse.SUPPRESS
             or isinstance(action, argparse._HelpAction)
         ):
             return text

@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from speechdistill.data.batch import pad_waveforms
-from speechdistill.models.frames import config_output_lengths
 
 
 class UpstreamExpert(nn.Module):
@@ -59,9 +58,6 @@ class UpstreamExpert(nn.Module):
         valid = out.frame_mask[..., None].to(states[0].dtype)
         states = [h * valid for h in states]
         return {"last_hidden_state": states[-1], "hidden_states": states}
-
-    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        return config_output_lengths(self._cnn_config(), lengths)
 
 
 def speechdistill_upstream(ckpt: str, model_config: str | None = None, **kwargs) -> UpstreamExpert:

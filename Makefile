@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	# CPU machines get the pinned CPU wheel of torch; GPU machines keep the torch they already have.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q -c constraints-cpu.txt torch
-	$(BIN)/python -m pip install -q -c constraints-cpu.txt -e ".[export,tts,dev]"
+	$(BIN)/python -m pip install -q -c constraints-cpu.txt -e ".[export,tts,tensorboard,lm,dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)

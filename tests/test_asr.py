@@ -213,7 +213,7 @@ def test_ctc_method_loss_skips_empty_transcripts_and_groups_lrs():
 # end to end: CLI finetune-ctc (engine) overfits 4 tone utterances, then CLI evaluate
 
 
-def test_finetune_cli_overfits_and_evaluate_reports(tmp_path):
+def test_finetune_cli_overfits_and_evaluate_reports(tmp_path, capsys):
     from speechdistill.cli.main import main
 
     texts = ["AB CAB", "BAD FACE", "DEAF", "CAFE BED"]
@@ -239,10 +239,14 @@ def test_finetune_cli_overfits_and_evaluate_reports(tmp_path):
     eval_manifest = tmp_path / "data" / "eval.jsonl"
     eval_manifest.write_text("\n".join(lines) + "\n")
 
+    capsys.readouterr()
     rc = main(["evaluate", "--model", str(model_dir), "--manifest", str(eval_manifest),
                "--out", str(tmp_path / "eval"), "--threads", "1", "--on-bad-audio", "skip"])
     assert rc == 0
+    shown = capsys.readouterr()
+    assert "evaluate:" in shown.err and "MACs" in shown.out  # a progress bar, and MACs in the summary
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert 0 < report["encoder_macs_per_second"] <= report["total_macs_per_second"]
     for key in ("wer", "cer", "num_utterances", "audio_hours", "params", "rtf", "threads", "skipped"):
         assert key in report
     assert report["cer"] < 0.1, report

@@ -313,12 +313,12 @@ def test_labelled_folder_pattern_errors(tmp_path):
 
 
 def test_merge_repeats_and_resolves_paths(suite_data, tmp_path):
-    from speechdistill.data.labelled import merge_manifests
+    from speechdistill.data.manifest import merge_manifests
 
     n = merge_manifests([str(suite_data / "train.jsonl"), str(suite_data / "dev.jsonl")], str(tmp_path / "m" / "a.jsonl"),
                         [1, 2])
     utts = read_manifest(tmp_path / "m" / "a.jsonl")
     assert n == len(utts) == 24 + 2 * 8 and sum(u.id.endswith("#r1") for u in utts) == 8
     assert all(Path(u.path).is_file() for u in utts)
-    with pytest.raises(BadInputError, match="is in both"):
+    with pytest.raises(BadInputError, match="is also in"):
         merge_manifests([str(suite_data / "dev.jsonl"), str(suite_data / "dev.jsonl")], str(tmp_path / "b.jsonl"))

@@ -241,3 +241,24 @@ def test_train_loader_batch_has_padding_and_lengths(tone_corpus):
     assert int(batch.lengths.max()) == batch.wav.shape[1]
     for i, n in enumerate(batch.lengths.tolist()):
         assert torch.all(batch.wav[i, n:] == 0)
+
+
+def test_data_merge_builds_one_manifest_from_subsets(tmp_path, capsys):
+    """`data merge` is how ls960.jsonl (train-clean-100 + train-clean-360 + train-other-500) is made."""
+    for subset, ids in {"a": ["1", "2"], "b": ["3"]}.items():
+        d = tmp_path / "corpus" / subset
+        d.mkdir(parents=True)
+        utts = []
+        for uid in ids:
+            sf.write(d / f"{uid}.wav", np.zeros(800, dtype=np.float32), 16000)
+            utts.append(Utterance(uid, str(d / f"{uid}.wav"), 800, 16000, "HI"))
+        write_manifest(d / f"{subset}.jsonl", utts)
+    out = tmp_path / "manifests" / "all.jsonl"
+    a, b = tmp_path / "corpus" / "a" / "a.jsonl", tmp_path / "corpus" / "b" / "b.jsonl"
+    assert cli(["data", "merge", str(a), str(b), "--out", str(out)]) == 0
+    merged = read_manifest(out)
+    assert [u.id for u in merged] == ["1", "2", "3"]
+    assert all(json.loads(ln)["path"].startswith("../corpus/") for ln in out.read_text().splitlines())
+    assert check_manifest(out).bad == []
+    assert cli(["data", "merge", str(a), str(a), "--out", str(tmp_path / "dup.jsonl")]) == 2
+    assert "id '1' is also in" in capsys.readouterr().err

@@ -82,8 +82,16 @@ def test_sigint_saves_a_checkpoint(tone_corpus, tmp_path):
 
 
 def test_two_process_cpu_run_under_accelerate(tone_corpus, tmp_path):
+    """The 2-CPU-process command documented in the tiny_cpu recipe (and the README), as written."""
+    import shlex
+
+    from speechdistill.config import recipe_text
+
+    line = next(ln for ln in recipe_text("tiny_cpu", "distill")[1].splitlines() if "accelerate launch" in ln)
+    documented = shlex.split(line.lstrip("# "))
+    assert documented[0] == "accelerate" and documented[-2:] == ["distill", "tiny_cpu"], documented
     out = tmp_path / "ddp"
-    cmd = ["bash", str(REPO / "launch" / "cpu_2proc.sh"), "tiny_cpu", "method=distilhubert", "teacher=tiny:hubert",
+    cmd = [*documented, "method=distilhubert", "teacher=tiny:hubert",
            f"data.train_manifest={tone_corpus['train']}", f"data.dev_manifest={tone_corpus['dev']}",
            "distilhubert.targets=[2,4]", "train.steps=4", "train.progress=false", "data.crop_seconds=0.6",
            f"out_dir={out}", "data.max_batch_size=4"]

@@ -8,6 +8,7 @@ tests do not rely on the parity code they are testing.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -350,3 +351,24 @@ def test_ctc_head_export_with_int8_wer_check(tmp_path, tone_corpus, capsys):
             ref, _ = model.eval()(wav[b : b + 1, :n])
             assert _rel_err(log_probs[b, : fl[b]], ref[0]) < 1e-4
     assert np.allclose(log_probs[0, : fl[0]].exp().sum(-1).numpy(), 1.0, atol=1e-4)
+
+
+def test_shipped_assets_and_onnx_metadata_hold_no_absolute_paths(tmp_path):
+    """Artefacts travel: no absolute local path in the shipped teacher's JSON or an export's `source`."""
+    from importlib import resources
+
+    assets = resources.files("speechdistill") / "assets"
+    def strings(v):
+        if isinstance(v, dict):
+            v = list(v.values())
+        if isinstance(v, list):
+            return [s for x in v for s in strings(x)]
+        return [v] if isinstance(v, str) else []
+
+    for path in Path(str(assets)).rglob("*.json"):
+        absolute = [s for s in strings(json.loads(path.read_text())) if Path(s).is_absolute()]
+        assert not absolute, f"{path}: {absolute}"
+    src = _student_dir(tmp_path, "group")
+    export_onnx(src, tmp_path / "onnx", OnnxExportOptions(parity=FAST))
+    meta = read_onnx_metadata(tmp_path / "onnx" / "model.onnx")
+    assert meta["source"] == Path(src).name and str(tmp_path) not in json.dumps(meta)

@@ -115,3 +115,20 @@ def _repeat(previous: list[str], line: list[str]) -> list[str]:
             mine.append(rest[i])
             i += 1
     return [cmd, *recipe, *prev_rest, *mine]
+
+
+def test_distill_help_example_runs_as_written(tmp_path, monkeypatch):
+    """`speechdistill distill --help`'s single-process example, line by line (training cut to 2 steps)."""
+    pytest.importorskip("espeakng_loader")
+    from speechdistill.cli.distill_cmd import DESCRIPTION
+
+    block = DESCRIPTION.split("Single process", 1)[1].split("Several GPUs", 1)[0]
+    cmds = [shlex.split(ln.split("#", 1)[0])[1:] for ln in block.splitlines() if ln.strip().startswith("speechdistill ")]
+    assert [c[0] for c in cmds] == ["data", "distill", "distill"]
+    monkeypatch.chdir(tmp_path)
+    for argv in cmds:
+        extra = SHORTEN["distill"] + ["teacher=tiny:hubert"] if argv[0] == "distill" else ["--hours", "0.01"]
+        if argv[0] == "data":  # the example's 0.2 h, cut to 0.01 h: keep the folder the recipe reads
+            argv = [a for i, a in enumerate(argv) if a != "--hours" and (i == 0 or argv[i - 1] != "--hours")]
+        assert main([*argv, *extra]) == 0, f"speechdistill {' '.join(argv)}"
+    assert (tmp_path / "runs" / "tiny_cpu" / "model" / "config.json").is_file()

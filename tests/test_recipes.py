@@ -21,7 +21,8 @@ def models(tmp_path_factory, tone_corpus):
     root = tmp_path_factory.mktemp("models")
     tiny_encoder("hubert", num_layers=4, seed=1).save_pretrained(root / "encoder")
     texts = [u.text for u in read_manifest(tone_corpus["train"])]
-    CTCModel(tiny_encoder("hubert", num_layers=2, seed=2), CharVocab.build(texts), CTCHeadConfig(head="linear")) \
+    CTCModel(tiny_encoder("hubert", num_layers=2, seed=2), CharVocab.build(texts),
+             CTCHeadConfig(head="linear", layer_select="last")) \
         .save_pretrained(root / "ctc")
     corpus = make_compare_corpus(root / "corpus")
     assert main(["data", "labelled-folder", "--root", make_labelled_recordings(root / "fsdd"), "--out",

@@ -1,12 +1,14 @@
-"""Evaluate a CTC model on a manifest: greedy decoding, WER/CER, real-time factor.
+"""Evaluate a CTC model on a manifest: greedy decoding (or beam search with an n-gram LM, optional
+extra ``lm``), WER/CER, real-time factor, MACs.
 
-RTF is model compute (forward + greedy decode) over audio duration, measured after one warm-up
-forward, at a fixed thread count; audio loading is timed separately so a slow disk does not pass
-for a slow model.
+RTF is model compute (forward + decoding) over audio duration, measured after one warm-up forward,
+at a fixed thread count; audio loading is timed separately so a slow disk does not pass for a slow
+model.  MACs per second of audio are counted by torch's FlopCounterMode (``report.stats.count_macs``)
+on a 1 s input; the BiLSTM head, which FlopCounterMode does not see, is added by its formula.
 
 Long recordings: attention cost and memory grow with the square of the length (an hour of audio would
 need tens of GB), so an utterance longer than ``max_seconds`` is, per ``on_long_audio``, decoded in
-consecutive ``max_seconds`` chunks whose log-probs are joined before greedy decoding (``chunk``; words
+consecutive ``max_seconds`` chunks whose log-probs are joined before decoding (``chunk``; words
 at a cut may suffer), refused naming the file (``error``), or left out and listed (``skip``).
 """
 
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from speechdistill import SAMPLE_RATE
 from speechdistill.asr.ctc_model import CTCModel
@@ -69,6 +72,8 @@ def evaluate_model(
     device: str = "cpu",
     max_seconds: float = 60.0,
     on_long_audio: str = "chunk",
+    lm=None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Decode ``manifest`` with ``model`` (a CTCModel or its directory); write report.json and
     hypotheses.jsonl to ``out_dir`` (if given) and return the report.
@@ -76,6 +81,7 @@ def evaluate_model(
     ``threads``: torch intra-op threads for the run (restored afterwards); None keeps the current
     setting. ``max_batch_size`` defaults to 1 on CPU (padding would inflate the RTF) and 16 on GPU.
     ``max_seconds`` / ``on_long_audio``: the length policy (module doc); ``max_seconds=0``: no limit.
+    ``lm``: an ``asr.lm_decode.LMConfig`` with a path for beam search with an n-gram LM (else greedy).
     """
     from speechdistill.data.dataset import build_eval_loader
 
@@ -108,6 +114,17 @@ def evaluate_model(
                 f"{manifest}: {len(no_text)} utterance(s) have no 'text' (e.g. {no_text[:3]}); "
                 "evaluation needs reference transcripts"
             )
+        decoder = None
+        if lm is not None and lm.path:
+            from speechdistill.asr.lm_decode import LMDecoder
+
+            decoder = LMDecoder(lm, model.vocab)
+
+        def decode(log_probs, frame_lengths) -> list[str]:
+            if decoder is not None:
+                return decoder.decode(log_probs, frame_lengths)
+            return greedy_decode(log_probs, frame_lengths, model.vocab)
+
         _warm_up(model, dev)
         ids: list[str] = []
         refs: list[str] = []
@@ -117,6 +134,7 @@ def evaluate_model(
         t_start = time.perf_counter()
         t_fetch = t_start
         load_seconds = 0.0
+        pbar = tqdm(total=len(loader), desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True)
         for batch in loader:
             load_seconds += time.perf_counter() - t_fetch
             batch = batch.to(dev)
@@ -124,11 +142,11 @@ def evaluate_model(
             with torch.inference_mode():
                 limit = int(max_seconds * SAMPLE_RATE)
                 if chunk and int(batch.lengths.max()) > limit:
-                    batch_hyps = _decode_long(model, batch, limit, int(max_batch_seconds * SAMPLE_RATE))
+                    batch_hyps = _decode_long(model, batch, limit, int(max_batch_seconds * SAMPLE_RATE), decode)
                     chunked.extend(i for i, n in zip(batch.ids, batch.lengths.tolist()) if n > limit)
                 else:
                     log_probs, frame_lengths = model(batch.wav, batch.lengths)
-                    batch_hyps = greedy_decode(log_probs, frame_lengths, model.vocab)
+                    batch_hyps = decode(log_probs, frame_lengths)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             compute_seconds += time.perf_counter() - t0
@@ -136,7 +154,9 @@ def evaluate_model(
             ids.extend(batch.ids)
             refs.extend(t or "" for t in batch.texts)
             hyps.extend(batch_hyps)
+            pbar.update(1)
             t_fetch = time.perf_counter()
+        pbar.close()
         wall_seconds = time.perf_counter() - t_start
         used_threads = torch.get_num_threads()
     finally:
@@ -146,6 +166,7 @@ def evaluate_model(
         raise BadInputError(f"{manifest}: no utterance could be evaluated (all skipped?)")
     rates = error_rates(refs, hyps)
     params = model.num_parameters()
+    macs = ctc_macs_per_second(model)
     skipped = [{"path": p, "reason": r} for p, r in loader.skipped]
     report: dict[str, Any] = {
         "model": model_path or model.encoder_source,
@@ -165,6 +186,8 @@ def evaluate_model(
         "params": params,
         "params_encoder": params["encoder"],
         "params_total": params["total"],
+        "encoder_macs_per_second": macs["encoder"],
+        "total_macs_per_second": macs["total"],
         "rtf": compute_seconds / max(audio_seconds, 1e-9),
         "processing_seconds": compute_seconds,
         "load_seconds": load_seconds,
@@ -172,7 +195,7 @@ def evaluate_model(
         "threads": used_threads,
         "device": str(dev),
         "max_batch_size": max_batch_size,
-        "decoding": "greedy CTC, no LM",
+        "decoding": decoder.describe() if decoder is not None else "greedy CTC, no LM",
         "normalization": "uppercase, punctuation removed except apostrophes, spaces collapsed",
         "skipped": len(skipped),
         "skipped_files": skipped,
@@ -198,10 +221,10 @@ def evaluate_model(
     return report
 
 
-def _decode_long(model: CTCModel, batch, limit: int, max_batch_samples: int) -> list[str]:
+def _decode_long(model: CTCModel, batch, limit: int, max_batch_samples: int, decode) -> list[str]:
     """Hypotheses for a batch holding utterances longer than ``limit`` samples: those are cut into
     consecutive chunks of at most ``limit`` samples (run a few at a time within ``max_batch_samples``),
-    and each utterance's chunk log-probs are joined in time before greedy decoding."""
+    and each utterance's chunk log-probs are joined in time before ``decode`` (greedy or beam search)."""
     hyps = []
     for wav, n in zip(batch.wav, batch.lengths.tolist()):
         wav = wav[:n]
@@ -217,7 +240,7 @@ def _decode_long(model: CTCModel, batch, limit: int, max_batch_samples: int) -> 
             log_probs, frame_lengths = model(padded.to(batch.wav.device), lengths.to(batch.wav.device))
             pieces += [log_probs[j, : int(frame_lengths[j])] for j in range(len(group))]
         joined = torch.cat(pieces)[None]
-        hyps += greedy_decode(joined, torch.tensor([joined.shape[1]]), model.vocab)
+        hyps += decode(joined, torch.tensor([joined.shape[1]]))
     return hyps
 
 
@@ -228,6 +251,25 @@ def _warm_up(model: CTCModel, dev: torch.device) -> None:
     model(wav, torch.tensor([SAMPLE_RATE], device=dev))
 
 
+def ctc_macs_per_second(model: CTCModel) -> dict[str, int]:
+    """MACs per second of audio: the encoder, and the whole CTC model (BiLSTM by formula)."""
+    from speechdistill.models.frames import config_output_lengths
+    from speechdistill.report.stats import count_macs
+
+    model = model.cpu() if next(model.parameters()).device.type != "cpu" else model
+    encoder = count_macs(model.encoder, 1.0)
+    total = count_macs(model, 1.0)
+    if model.lstm is not None:  # FlopCounterMode does not count nn.LSTM
+        cfg = model.encoder.config
+        frames = int(config_output_lengths(cfg if hasattr(cfg, "conv_stride") else cfg.build_frontend_config(),
+                                           SAMPLE_RATE))
+        h, size = model.lstm.hidden_size, model.lstm.input_size
+        for _ in range(model.lstm.num_layers):
+            total += frames * 2 * 4 * h * (size + h)  # 2 directions, 4 gates
+            size = 2 * h
+    return {"encoder": int(encoder), "total": int(total)}
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A small plain-text table for the terminal."""
     params = report["params"]
@@ -236,6 +278,9 @@ def format_report(report: dict[str, Any]) -> str:
         ("CER", f"{100 * report['cer']:.2f} %  ({report['char_errors']}/{report['ref_chars']} chars)"),
         ("utterances", f"{report['num_utterances']} ({report['audio_hours']:.3f} h audio)"),
         ("params", f"encoder {params['encoder'] / 1e6:.2f} M, total {params['total'] / 1e6:.2f} M"),
+        ("MACs", (f"encoder {report['encoder_macs_per_second'] / 1e9:.3f} G, total "
+                  f"{report['total_macs_per_second'] / 1e9:.3f} G per second of audio")),
+        ("decoding", report["decoding"]),
         ("RTF", (f"{report['rtf']:.4f} ({report['threads']} thread(s), {report['device']}, "
                  f"batch <= {report['max_batch_size']})")),
         ("skipped", str(report["skipped"])),

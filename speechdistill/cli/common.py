@@ -10,5 +10,20 @@ OVERRIDES_HELP = (
 )
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Appends ``(default: X)`` only where it says something: not for required options, positionals,
+    switches, options without a default, or help that already states its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text.lower()
+            or action.required
+            or not action.option_strings
+            or action.default is None
+            or action.default is False  # `in (None, False)` would also hide a default of 0
+            or action.default == argparse.SUPPRESS
+            or isinstance(action, argparse._HelpAction)
+        ):
+            return text
+        return text + " (default: %(default)s)"

@@ -1,4 +1,4 @@
-"""``speechdistill data ...``: build, convert, check and synthesise manifests."""
+"""``speechdistill data ...``: build, convert, merge, check and synthesise manifests."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ BAD_HELP = "what to do with bad audio or manifest lines: 'error' stops at the fi
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="build, convert, check and synthesise manifests",
+    p = sub.add_parser("data", help="build, convert, merge, check and synthesise manifests",
                        description="Manifest tools. Native format: JSONL with id, path, num_samples, "
                        "sample_rate, optional text, speaker and label (see manifests/README.md).",
                        formatter_class=HelpFormatter)
@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--ltr", help="output letter transcripts ('|' between words)")
     q.set_defaults(func=run_export_fairseq)
 
+
     q = dsub.add_parser("check", help="validate a manifest and every file in it", formatter_class=HelpFormatter,
                         description="Reads every line and decodes every file (its length must match the "
                         "manifest's num_samples); prints hours, utterances, sample rates, min/max duration, and every "
@@ -78,9 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--pattern", default="{label}_{speaker}_{take}.wav",
                    help="path pattern relative to ROOT with {label}, {speaker}, optional {take} and {_} (ignored), "
                    "e.g. '{label}/{speaker}_nohash_{take}.wav' for Speech Commands")
-    q.add_argument("--test-speakers", default="", help="comma-separated test speakers (default: the first "
+    q.add_argument("--test-speakers", default="", help="comma-separated test speakers (empty: the first "
                    "--num-test-speakers in sorted order)")
-    q.add_argument("--dev-speakers", default="", help="comma-separated dev speakers (default: the next --num-dev-speakers)")
+    q.add_argument("--dev-speakers", default="", help="comma-separated dev speakers (empty: the next --num-dev-speakers)")
     q.add_argument("--num-test-speakers", type=int, default=1, help="test speakers when --test-speakers is not given")
     q.add_argument("--num-dev-speakers", type=int, default=1, help="dev speakers when --dev-speakers is not given")
     q.add_argument("--test-takes", default="0,1,2,3,4", help="takes held out for test (FSDD convention: 0-4)")
@@ -90,13 +91,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--on-bad-audio", choices=["error", "skip"], default="error", help=BAD_HELP)
     q.set_defaults(func=run_labelled_folder)
 
-    q = dsub.add_parser("merge", help="concatenate manifests (optionally repeating some)", formatter_class=HelpFormatter,
-                        description="Paths are resolved, so the output can live anywhere. Extra copies of a repeated "
-                        "manifest get ids ID#r1, ID#r2, ...\n\n"
+    q = dsub.add_parser("merge", help="concatenate manifests into one (e.g. LibriSpeech 960 h), optionally repeating some",
+                        formatter_class=HelpFormatter,
+                        description="Concatenate manifests; audio paths are rewritten relative to --out's folder, "
+                        "and an utterance id found in two inputs is an error. Extra copies of a repeated manifest get "
+                        "ids ID#r1, ID#r2, ...\n\n"
+                        "  speechdistill data merge manifests/train-clean-100.jsonl manifests/train-clean-360.jsonl "
+                        "manifests/train-other-500.jsonl --out manifests/ls960.jsonl\n"
                         "  speechdistill data merge --out train.jsonl digits/train.jsonl fsdd/upstream/train.jsonl --repeat 1,3")
     q.add_argument("manifests", nargs="+", help="input manifests")
     q.add_argument("--out", required=True, help="output manifest (.jsonl)")
-    q.add_argument("--repeat", default="", help="comma-separated copies of each input (default 1 each)")
+    q.add_argument("--repeat", default="", help="comma-separated copies of each input (empty: 1 each)")
     q.set_defaults(func=run_merge)
 
     from speechdistill.cli import synth_cmd
@@ -169,7 +174,7 @@ def run_labelled_folder(args) -> int:
 
 def run_merge(args) -> int:
     from speechdistill.data.errors import BadInputError
-    from speechdistill.data.labelled import merge_manifests
+    from speechdistill.data.manifest import merge_manifests
 
     try:
         repeats = [int(x) for x in _names(args.repeat)] or None

@@ -14,9 +14,10 @@ Distill a teacher (HuBERT/WavLM/wav2vec 2.0) into a small student with one of th
 or your own YAML file.
 
 Single process (CPU or one GPU):
-  speechdistill data synth --out data/synth --hours 0.2 --text digits
+  speechdistill data synth --out data/synth --hours 0.2 --text digits    # the corpus tiny_cpu reads
   speechdistill distill tiny_cpu
-  speechdistill distill tiny_cpu data.train_manifest=corpus/train.jsonl data.dev_manifest=null
+  speechdistill distill tiny_cpu data.train_manifest=data/synth/train.jsonl data.dev_manifest=null out_dir=runs/mine
+(the last line: any training manifest, no dev set, its own output folder; tiny_cpu reads data/synth/{train,dev}.jsonl)
 Several GPUs / nodes (the same command under accelerate):
   accelerate launch --config_file launch/accelerate_8gpu.yaml -m speechdistill distill gendistiller_hubert_base ...
 

@@ -9,25 +9,30 @@ from speechdistill.cli.job import Flag, Job, register_job
 
 DESCRIPTION = """\
 Decode a manifest with a CTC model (from `speechdistill finetune-ctc`) using greedy CTC decoding
-(no language model, as in SUPERB), normalise reference and hypothesis (uppercase, punctuation
-removed except apostrophes) and score corpus-level WER and CER with jiwer.
+(no language model, as in SUPERB) or, with --lm, beam search with a word n-gram LM (ARPA or KenLM
+binary; optional extra: pip install 'speechdistill[lm]'), normalise reference and hypothesis
+(uppercase, punctuation removed except apostrophes) and score corpus-level WER and CER with jiwer.
 
-Writes OUT/report.json (wer, cer, num_utterances, audio_hours, params, rtf with the thread count,
-skipped files) and OUT/hypotheses.jsonl (id, ref, hyp, per-utterance error counts).
-RTF = model compute seconds / audio seconds, after one warm-up forward, audio loading excluded.
+Writes OUT/report.json (wer, cer, num_utterances, audio_hours, params, MACs per second of audio,
+rtf with the thread count, decoding, skipped files) and OUT/hypotheses.jsonl (id, ref, hyp,
+per-utterance error counts). RTF = model compute (forward + decoding) seconds / audio seconds, after
+one warm-up forward, audio loading excluded.
 Utterances longer than --max-seconds (default 60) are decoded in chunks of that length (their
 log-probs joined before decoding), or refused / skipped with --on-long-audio error|skip: attention
 grows with the square of the length, so an hour-long file would need tens of GB at once.
 
-Example:
-  speechdistill evaluate --model runs/asr/model --manifest test_clean.jsonl --out runs/asr/eval --threads 2
+Examples:
+  speechdistill evaluate --model runs/ctc/model --manifest test_clean.jsonl --out runs/ctc/eval --threads 2
+  speechdistill evaluate --model runs/ctc/model --manifest test_clean.jsonl --out runs/ctc/eval_lm \\
+      --lm lm.arpa --lm-weight 0.5 --word-score 0      (tune both on a dev manifest, not on test)
 """
 
 
 FLAGS = [
-    Flag("--model", "model", "CTC model directory (OUT/model of finetune-ctc)", metavar="DIR"),
-    Flag("--manifest", "manifest", "manifest (JSONL) with reference transcripts"),
-    Flag("--out", "out", "directory for report.json and hypotheses.jsonl", metavar="DIR"),
+    Flag("--model", "model", "CTC model directory (OUT/model of finetune-ctc)", metavar="DIR",
+         required=True),
+    Flag("--manifest", "manifest", "manifest (JSONL) with reference transcripts", metavar="MANIFEST", required=True),
+    Flag("--out", "out", "directory for report.json and hypotheses.jsonl", metavar="DIR", required=True),
     Flag("--threads", "threads", "torch CPU threads during evaluation (0: torch's current setting)", type=int),
     Flag("--on-bad-audio", "on_bad_audio", "stop on an unreadable/too-short file, or skip it and count it in the report",
          choices=["error", "skip"]),
@@ -38,6 +43,13 @@ FLAGS = [
     Flag("--max-seconds", "max_seconds", "longest utterance decoded in one piece, in seconds (0: no limit)", type=float),
     Flag("--on-long-audio", "on_long_audio", "utterances longer than --max-seconds: decode in chunks, stop with an "
          "error naming the file, or skip and list them in the report", choices=["chunk", "error", "skip"]),
+    Flag("--lm", "lm.path", "word n-gram LM (ARPA or KenLM binary) for beam search; none: greedy decoding",
+         metavar="FILE"),
+    Flag("--lexicon", "lm.lexicon", "words the beam search may output, one per line (none: the ARPA file's unigrams)",
+         metavar="FILE"),
+    Flag("--lm-weight", "lm.weight", "LM weight in the beam search", type=float),
+    Flag("--word-score", "lm.word_score", "score added per word in the beam search", type=float),
+    Flag("--beam-size", "lm.beam_size", "beam size", type=int),
 ]
 
 

@@ -1,4 +1,5 @@
-"""``speechdistill export``: ONNX (fp32, optional int8) or safetensors, kept only if parity passes."""
+"""``speechdistill export``: ONNX (fp32/int8), safetensors or a transformers *ForCTC directory, kept only if
+parity passes."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ precision) is stored in the file's metadata_props.
 --format safetensors writes an HF-style directory (config.json, model.safetensors,
 preprocessor_config.json): a DistilHuBERT student loads with stock transformers.HubertModel.
 
+--format hf-ctc writes a CTC model with a linear head on the last layer of a stock HF encoder
+(finetune-ctc recipe hf_ctc) as a transformers *ForCTC directory with tokenizer and feature-extractor
+files: pipeline("automatic-speech-recognition", model=OUT) and Wav2Vec2Processor use it as it is.
+Other CTC heads are refused with the reason (they have no stock transformers class).
+
 Parity: the export is compared with the PyTorch model on random inputs of lengths the export never
 saw (--parity-lengths, alone and as one padded batch) and on --parity-manifest utterances: fp32 must
 satisfy max|export - pytorch| <= tolerance * max|pytorch| + atol on every case. int8 is judged by
@@ -37,18 +43,21 @@ reported only. Results go to OUT/parity.json.
 A model that fails parity is not written: OUT keeps the last good export and its parity.json, the
 failed check's report goes to OUT/parity.failed.json; exit status 1.
 
-Examples:
-  speechdistill export --model runs/distilhubert/model --format onnx --int8 --out export/dh
-  speechdistill export --model runs/asr/model --with-ctc-head --int8 --parity-manifest dev.jsonl \\
-      --out export/asr
-  speechdistill export --model runs/distilhubert/model --format safetensors --out export/dh_hf
+Examples (the --model paths are what `speechdistill distill tiny_cpu`, `finetune-ctc` and
+`finetune-ctc hf_ctc` write with their default out_dir):
+  speechdistill export --model runs/tiny_cpu/model --format onnx --int8 --out export/tiny_cpu
+  speechdistill export --model runs/ctc/model --with-ctc-head --int8 --parity-manifest data/synth/dev.jsonl \\
+      --out export/ctc
+  speechdistill export --model runs/tiny_cpu/model --format safetensors --out export/tiny_cpu_hf
+  speechdistill export --model runs/hf_ctc/model --format hf-ctc --out export/hf_ctc
 """
 
 
 FLAGS = [
-    Flag("--model", "model", "encoder directory (or builtin:NAME), or a CTC model directory with --with-ctc-head"),
-    Flag("--format", "format", "output format", choices=["onnx", "safetensors"]),
-    Flag("--out", "out", "output directory (model files and parity.json)", metavar="DIR"),
+    Flag("--model", "model", "encoder directory (or builtin:NAME), or a CTC model directory with --with-ctc-head "
+         "or --format hf-ctc", metavar="DIR", required=True),
+    Flag("--format", "format", "output format", choices=["onnx", "safetensors", "hf-ctc"]),
+    Flag("--out", "out", "output directory (model files and parity.json)", metavar="DIR", required=True),
     Flag("--int8", "int8", "ONNX only: also write model.int8.onnx (dynamic quantization, QInt8 weights)", const=True),
     Flag("--int8-ops", "int8_ops", "ONNX op types to quantize with --int8, comma-separated (MatMul,Gemm: the "
          "transformer and projections; add Conv to quantize the CNN too)", type=comma_list, metavar="OPS"),
@@ -98,6 +107,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     from speechdistill.run.export import ExportConfig
 
     register_job(sub, Job(
-        name="export", help="export to ONNX (fp32/int8) or safetensors, with parity checks",
+        name="export", help="export to ONNX (fp32/int8), safetensors or transformers *ForCTC, with parity checks",
         description=DESCRIPTION, config_cls=ExportConfig, run=run, flags=FLAGS,
     ))

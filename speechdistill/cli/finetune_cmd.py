@@ -16,9 +16,17 @@ states feeds a head (BiLSTM or linear) and a softmax over characters (SUPERB ASR
 encoder, 2-layer BiLSTM of 1024, greedy decoding: recipe superb_asr).
 The vocabulary is built from the training transcripts.
 
+Pipeline-ready models: only a linear head on the last hidden state of a stock HF encoder (HuBERT,
+WavLM, wav2vec 2.0, a DistilHuBERT student): recipe hf_ctc. `speechdistill export --format hf-ctc`
+turns such a model into a transformers *ForCTC directory that pipeline("automatic-speech-recognition")
+runs. Weighted-sum and BiLSTM heads, and GenDistiller or pruned encoders, have no stock transformers
+class: use them with `speechdistill evaluate` or export them to ONNX (--with-ctc-head).
+
 Examples:
-  speechdistill finetune-ctc --upstream runs/student/model --train train.jsonl --dev dev.jsonl --out runs/asr
-  speechdistill finetune-ctc superb_asr ctc.upstream=runs/student/model data.train_manifest=train.jsonl ...
+  speechdistill finetune-ctc --upstream runs/tiny_cpu/model --train data/synth/train.jsonl \\
+      --dev data/synth/dev.jsonl --out runs/ctc
+  speechdistill finetune-ctc superb_asr ctc.upstream=runs/tiny_cpu/model data.train_manifest=train.jsonl ...
+  speechdistill finetune-ctc hf_ctc --upstream builtin:reference --train data/synth/train.jsonl --out runs/hf_ctc
   speechdistill finetune-ctc reference_teacher --train train.jsonl --dev dev.jsonl --out runs/ref_teacher
 
 The best model by dev WER (or the final one without a dev set) is written to OUT/model: evaluate it with
@@ -38,10 +46,11 @@ def _upstream_config(text: str):
 
 FLAGS = [
     Flag("--upstream", "ctc.upstream", "encoder: a model directory, a hub id, builtin:NAME or random:hubert|wavlm|wav2vec2 "
-         "(random weights, trained from scratch; implies an unfrozen encoder)"),
+         "(random weights, trained from scratch; implies an unfrozen encoder)", metavar="SPEC", required=True),
     Flag("--upstream-config", "ctc.upstream_config", "for random:FAMILY: HF config keys as key=value,... or a JSON "
          "file; key preset=base|large|tiny picks the starting shape", type=_upstream_config, metavar="SPEC"),
-    Flag("--head", "ctc.head.head", "head on the weighted features", choices=["linear", "bilstm"]),
+    Flag("--head", "ctc.head.head", "head on the weighted features (linear + --layer-select last: a stock "
+         "transformers *ForCTC, see `export --format hf-ctc`)", choices=["linear", "bilstm"]),
     Flag("--lstm-hidden", "ctc.head.lstm_hidden", "BiLSTM units per direction (SUPERB: 1024)", type=int),
     Flag("--lstm-layers", "ctc.head.lstm_layers", "BiLSTM layers", type=int),
     Flag("--layer-select", "ctc.head.layer_select", "learnable weighted sum of all hidden states (SUPERB) or the last one",
@@ -50,7 +59,8 @@ FLAGS = [
     Flag("--train-cnn", "ctc.head.freeze_cnn", "with --unfreeze, train the CNN front end as well", const=False),
     Flag("--encoder-lr-scale", "ctc.encoder_lr_scale", "encoder lr = lr x this when unfrozen", type=float),
     Flag("--specaugment", "ctc.head.specaugment", "time/feature masking of the features in training", const=True),
-    Flag("--train", "data.train_manifest", "training manifest (JSONL with transcripts)", metavar="MANIFEST"),
+    Flag("--train", "data.train_manifest", "training manifest (JSONL with transcripts)", metavar="MANIFEST",
+         required=True),
     Flag("--dev", "data.dev_manifest", "dev manifest: validation WER/CER, best model kept by dev WER", metavar="MANIFEST"),
     Flag("--out", "out_dir", "output directory", metavar="DIR"),
     Flag("--steps", "train.steps", "optimizer steps", type=int),

@@ -34,6 +34,7 @@ class Flag:
     type: Callable[[str], Any] | None = None
     choices: Sequence[Any] | None = None
     metavar: str | None = None
+    required: bool = False  # the job cannot run without it (the config's validate() says so too)
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,19 @@ def _default_of(job: Job, key: str) -> Any:
         return _UNSET
 
 
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
 def _help(job: Job, f: Flag) -> str:
     if f.const is not _UNSET:
         return f"{f.help} [sets {f.key}={f.const!r}]"
+    if f.required:
+        return f"{f.help} [{f.key}; required]"
     default = _default_of(job, f.key)
-    shown = "required" if default in ("", None, [], _UNSET) else f"default {default!r}"
+    shown = "default: none" if default in ("", None, [], {}, _UNSET) else f"default {_shown(default)}"
     return f"{f.help} [{f.key}; {shown}]"
 
 
@@ -100,7 +109,9 @@ def register_job(sub: argparse._SubParsersAction, job: Job) -> argparse.Argument
         if f.const is not _UNSET:
             kwargs.update(action="store_const", const=f.const)
         else:
-            kwargs.update(type=f.type, choices=f.choices, metavar=f.metavar)
+            # argparse's default metavar would be the dest, FLAG__CTC__HEAD__LSTM_HIDDEN.
+            metavar = f.metavar or (None if f.choices else f.key.rsplit(".", 1)[-1].upper())
+            kwargs.update(type=f.type, choices=f.choices, metavar=metavar)
         opts.add_argument(f.flag, **kwargs)
     for switch, (recipe, text) in job.recipe_switches.items():
         p.add_argument(switch, dest="recipe_switch", action="store_const", const=recipe,

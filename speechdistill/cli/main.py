@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--log-level {args.log_level!r}: choose DEBUG, INFO, WARNING or ERROR")
     try:
         rc = args.func(args)
+        sys.stdout.flush()  # a reader that went away (`| head`) shows up here, not at interpreter exit
+    except BrokenPipeError:
+        # Stop quietly, as Unix tools do; stdout goes to /dev/null so the exit-time flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         _close_progress_bars()
         log.error("interrupted")

@@ -35,10 +35,12 @@ Example:
 FLAGS = [
     Flag("--method", "method", "pruning method (see above)", choices=["stat", "stat-nocorrect", "magnitude"]),
     Flag("--model", "model", "encoder to prune: local directory or hub id (HF HuBERT/WavLM/wav2vec2, *ForCTC, or a "
-         "pruned encoder)"),
-    Flag("--calib", "calib", "calibration manifest (JSONL); transcripts are not needed", metavar="MANIFEST"),
+         "pruned encoder)", metavar="DIR", required=True),
+    Flag("--calib", "calib", "calibration manifest (JSONL); transcripts are not needed", metavar="MANIFEST",
+         required=True),
     Flag("--keep-macs", "keep_macs", "fraction of the encoder's MACs to keep, in (0, 1]", type=float),
-    Flag("--out", "out", "output directory for the pruned encoder and prune_report.json", metavar="DIR"),
+    Flag("--out", "out", "output directory for the pruned encoder and prune_report.json", metavar="DIR",
+         required=True),
     Flag("--num-calib", "num_calib", "calibration utterances (seeded random subset)", type=int),
     Flag("--max-seconds", "max_seconds", "crop longer calibration utterances to this many seconds", type=float),
     Flag("--prune-cnn", "prune_cnn", "also prune CNN channels of layers 1-6 (group-norm CNNs only, e.g. HuBERT/WavLM "

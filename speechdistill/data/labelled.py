@@ -21,14 +21,14 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from speechdistill.data.audio import audio_info
 from speechdistill.data.errors import BadAudioError, BadInputError
-from speechdistill.data.manifest import Utterance, read_manifest, write_manifest
+from speechdistill.data.manifest import Utterance, write_manifest
 from speechdistill.data.scan import AUDIO_EXTS
 from speechdistill.utils.io import atomic_write_json
 
@@ -205,24 +205,3 @@ def write_labelled_manifests(cfg: LabelledFolderConfig) -> dict:
     }
     atomic_write_json(out / INFO_FILE, info)
     return info
-
-
-def merge_manifests(inputs: Sequence[str], out: str, repeats: Sequence[int] | None = None) -> int:
-    """Concatenate manifests (paths resolved, so the output may live anywhere); ``repeats[i]`` copies of
-    input i (ids of extra copies get ``#rK``), to up-weight a small corpus.  Duplicate ids are an error."""
-    repeats = list(repeats) if repeats else [1] * len(inputs)
-    if len(repeats) != len(inputs):
-        raise BadInputError(f"{len(inputs)} manifests but {len(repeats)} repeat counts")
-    if any(r < 1 for r in repeats):
-        raise BadInputError(f"repeat counts must be >= 1, got {repeats}")
-    utts: list[Utterance] = []
-    seen: dict[str, str] = {}
-    for path, n in zip(inputs, repeats):
-        for u in read_manifest(path):
-            for k in range(n):
-                uid = u.id if k == 0 else f"{u.id}#r{k}"
-                if uid in seen:
-                    raise BadInputError(f"id {uid!r} is in both {seen[uid]} and {path}")
-                seen[uid] = path
-                utts.append(replace(u, id=uid))
-    return write_manifest(out, utts)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -164,3 +164,31 @@ def write_manifest(path: str | Path, utts: Iterable[Utterance], relative: bool =
     lines = [json.dumps(utterance_to_dict(u, base), ensure_ascii=False) for u in utts]
     atomic_write_text(path, "".join(line + "\n" for line in lines))
     return len(lines)
+
+
+def merge_manifests(inputs: Sequence[str | Path], out: str | Path, repeats: Sequence[int] | None = None) -> int:
+    """Concatenate manifests (e.g. LibriSpeech's three training subsets into ls960.jsonl); paths are
+    rewritten relative to ``out``'s folder.  ``repeats[i]`` copies of input i (extra copies get ids
+    ``ID#rK``) up-weight a small corpus.  Every input line must be valid; an id present in two inputs is an
+    error naming both files."""
+    from dataclasses import replace
+
+    inputs = [str(p) for p in inputs]
+    repeats = list(repeats) if repeats else [1] * len(inputs)
+    if len(repeats) != len(inputs):
+        raise ManifestError(str(out), None, f"{len(inputs)} manifests but {len(repeats)} repeat counts")
+    if any(r < 1 for r in repeats):
+        raise ManifestError(str(out), None, f"repeat counts must be >= 1, got {repeats}")
+    utts: list[Utterance] = []
+    first_seen: dict[str, str] = {}
+    for path, n in zip(inputs, repeats):
+        for utt in read_manifest(path):
+            for k in range(n):
+                uid = utt.id if k == 0 else f"{utt.id}#r{k}"
+                if uid in first_seen:
+                    raise ManifestError(path, None, f"id {uid!r} is also in {first_seen[uid]}")
+                first_seen[uid] = path
+                utts.append(replace(utt, id=uid))
+    if not utts:
+        raise ManifestError(str(out), None, "the input manifests hold no utterances")
+    return write_manifest(out, utts)

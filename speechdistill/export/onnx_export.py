@@ -51,6 +51,7 @@ from speechdistill.export.source import (
     load_export_source,
     remove_stale_exports,
 )
+from speechdistill.utils.extras import require
 from speechdistill.utils.io import make_temp_dir, share_tree, writing
 from speechdistill.utils.lock import output_lock
 
@@ -80,6 +81,9 @@ def export_onnx(
     last good ``model.onnx`` / ``model.int8.onnx`` and their ``parity.json``; a failed parity check
     writes its report to ``parity.failed.json`` and raises ParityError."""
     options = options or OnnxExportOptions()
+    for module in ("onnx", "onnxruntime"):  # before any work: a missing extra is a one-line error
+        require(module, "ONNX export")
+    source = load_export_source(model, options.with_ctc_head)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"export folder {out_dir} exists and is not a folder; choose another --out")

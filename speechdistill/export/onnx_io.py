@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from speechdistill.models.errors import ModelLoadError
+from speechdistill.utils.extras import require
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +18,7 @@ DEFAULT_INT8_OPS = ("MatMul", "Gemm")
 
 
 def set_onnx_metadata(path: Path, metadata: dict[str, str]) -> None:
-    import onnx
+    onnx = require("onnx", "ONNX export")
 
     model = onnx.load(str(path))
     existing = {p.key: p for p in model.metadata_props}
@@ -31,7 +32,7 @@ def set_onnx_metadata(path: Path, metadata: dict[str, str]) -> None:
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:
-    import onnx
+    onnx = require("onnx", "reading ONNX files")
 
     path = Path(path)
     if not path.is_file():
@@ -52,7 +53,7 @@ def first_line(e: BaseException) -> str:
 
 def load_onnx_session(path: str | Path, threads: int = 0):
     """An onnxruntime CPU session; a missing, truncated or invalid file raises ModelLoadError naming it."""
-    import onnxruntime as ort
+    ort = require("onnxruntime", "running ONNX models")
 
     path = Path(path)
     if not path.is_file():
@@ -87,7 +88,8 @@ def load_onnx_session(path: str | Path, threads: int = 0):
 
 def quantize_int8(fp32_path: Path, int8_path: Path, op_types: Sequence[str] = DEFAULT_INT8_OPS) -> None:
     """Dynamic quantization: int8 weights (per tensor), activations quantized at run time."""
-    import onnx
+    onnx = require("onnx", "int8 quantization")
+    require("onnxruntime", "int8 quantization")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load(str(fp32_path))
@@ -165,7 +167,7 @@ def _quiet_root_logger() -> Iterator[None]:
 
 
 def check_onnx(path: Path) -> None:
-    import onnx
+    onnx = require("onnx", "ONNX export")
 
     try:
         onnx.checker.check_model(str(path))

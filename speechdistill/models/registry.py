@@ -1,7 +1,8 @@
 """Project model types (config ``model_type`` -> model class), registered with transformers' Auto*.
 
 Each entry is ``model_type: "module:ConfigClass:ModelClass"``; modules import lazily so that loading
-a stock HuBERT never imports GenDistiller code.
+a stock HuBERT never imports GenDistiller code.  ``models.auto_classes`` calls
+``register_auto_classes`` when transformers' auto module loads after ``import speechdistill``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ PROJECT_MODEL_TYPES: dict[str, str] = {
 }
 
 _registered: set[str] = set()
+_auto_model_registered: set[str] = set()
 
 
 def _split(model_type: str):
@@ -24,13 +26,11 @@ def _split(model_type: str):
 
 
 def register(model_type: str) -> None:
+    """AutoConfig only (what reading a config.json needs)."""
     if model_type in _registered:
         return
     module, cfg_name, _ = _split(model_type)
-    try:
-        AutoConfig.register(model_type, getattr(module, cfg_name))
-    except ValueError:
-        pass  # already registered by another import path
+    AutoConfig.register(model_type, getattr(module, cfg_name), exist_ok=True)
     _registered.add(model_type)
 
 
@@ -43,3 +43,17 @@ def project_model_class(model_type: str):
 def register_all() -> None:
     for mt in PROJECT_MODEL_TYPES:
         register(mt)
+
+
+def register_auto_classes() -> None:
+    """AutoConfig and AutoModel for every project model type, so ``AutoModel.from_pretrained(dir)``
+    returns the same model ``load_encoder(dir)`` does."""
+    from transformers import AutoModel
+
+    for model_type in PROJECT_MODEL_TYPES:
+        if model_type in _auto_model_registered:
+            continue
+        module, cfg_name, model_name = _split(model_type)
+        register(model_type)
+        AutoModel.register(getattr(module, cfg_name), getattr(module, model_name), exist_ok=True)
+        _auto_model_registered.add(model_type)

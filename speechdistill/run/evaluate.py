@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from speechdistill.asr.lm_decode import LMConfig
 from speechdistill.config import ConfigError, check_ranges
 
 
@@ -23,6 +24,9 @@ class EvaluateConfig:
     # (naming the file) or skipped: attention is quadratic in length, an hour-long file needs tens of GB.
     max_seconds: float = 60.0
     on_long_audio: Literal["chunk", "error", "skip"] = "chunk"
+    # Beam search with a word n-gram LM (optional extra `lm`); lm.path empty = greedy CTC decoding.
+    lm: LMConfig = field(default_factory=LMConfig)
+    progress: bool = True
 
     def validate(self) -> None:
         for name in ("model", "manifest", "out"):
@@ -45,5 +49,5 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         return evaluate_model(
             cfg.model, cfg.manifest, cfg.out, threads=cfg.threads or None, max_batch_seconds=cfg.max_batch_seconds,
             max_batch_size=cfg.batch_size or None, on_bad_audio=cfg.on_bad_audio, device=cfg.device,
-            max_seconds=cfg.max_seconds, on_long_audio=cfg.on_long_audio,
+            max_seconds=cfg.max_seconds, on_long_audio=cfg.on_long_audio, lm=cfg.lm, progress=cfg.progress,
         )

@@ -1,4 +1,5 @@
-"""``speechdistill export``: ONNX (fp32, optional int8) or safetensors, kept only if parity passes."""
+"""``speechdistill export``: ONNX (fp32, optional int8), safetensors, or a stock transformers ``*ForCTC``
+directory (``hf-ctc``), each kept only if parity passes."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ MAX_INPUT_SECONDS = 120.0  # trace and random parity inputs: attention memory gr
 class ExportConfig:
     # Encoder directory (anything load_encoder reads, or builtin:NAME), or a CTC model directory.
     model: str = ""
-    format: Literal["onnx", "safetensors"] = "onnx"
+    # hf-ctc: a CTC model with a linear head on a stock HF encoder -> a *ForCTC directory for transformers'
+    # ASR pipeline (export/hf_ctc.py).
+    format: Literal["onnx", "safetensors", "hf-ctc"] = "onnx"
     out: str = ""
     int8: bool = False  # ONNX only: also write model.int8.onnx
     # ONNX op types quantized with int8 (MatMul,Gemm = transformer and projections; Conv = the CNN).
@@ -33,8 +36,8 @@ class ExportConfig:
             raise ConfigError("model is required (--model DIR)")
         if not self.out:
             raise ConfigError("out is required (--out DIR)")
-        if self.format == "safetensors" and self.int8:
-            raise ConfigError("--int8 applies to --format onnx only (safetensors exports are fp32 checkpoints)")
+        if self.format != "onnx" and self.int8:
+            raise ConfigError(f"--int8 applies to --format onnx only ({self.format} exports are fp32 checkpoints)")
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise ConfigError(f"--opset {self.opset} is outside the supported {MIN_OPSET}..{MAX_OPSET}")
         if not 0.1 <= self.trace_seconds <= MAX_INPUT_SECONDS:
@@ -62,6 +65,10 @@ def run_export(cfg: ExportConfig):
             with_ctc_head=cfg.with_ctc_head, trace_seconds=cfg.trace_seconds, parity=cfg.parity,
         )
         return export_onnx(cfg.model, cfg.out, options)
+    if cfg.format == "hf-ctc":
+        from speechdistill.export.hf_ctc import export_hf_ctc
+
+        return export_hf_ctc(cfg.model, cfg.out, cfg.parity)
     from speechdistill.export.safetensors_export import SafetensorsExportOptions, export_safetensors
 
     return export_safetensors(

@@ -33,6 +33,7 @@ from speechdistill.train.checkpoint import save_checkpoint, set_rng_state
 from speechdistill.train.optim import OptimConfig, build_optimizer, build_scheduler
 from speechdistill.train.protocol import Method
 from speechdistill.train.resume import check_resumable, config_changes, newest_usable_checkpoint, truncate_log
+from speechdistill.train.trackers import TRACKER_RUN_NAME, check_trackers, tracker_names
 from speechdistill.utils.io import atomic_dir, atomic_write_json, ensure_dir, writing
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,10 @@ class TrainConfig:
     # best metric (the best artefact is kept); 0 = train all ``steps``.  Needs val_every and a dev set.
     early_stop_patience: int = 0
     progress: bool = True
+    # Experiment trackers (accelerate's): "auto" = tensorboard when its extra is installed, "none", or
+    # comma-separated names: tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab, trackio,
+    # all.  TensorBoard events go to OUT_DIR/speechdistill/; train_log.jsonl is written in every case.
+    log_with: str = "auto"
 
     def validate(self) -> None:
         check_ranges(
@@ -65,6 +70,7 @@ class TrainConfig:
         )
         if self.early_stop_patience and not self.val_every:
             raise ValueError("train.early_stop_patience needs train.val_every > 0 (validations to count)")
+        tracker_names(self.log_with)
 
 
 @dataclass
@@ -115,11 +121,8 @@ def _make_accelerator(train_cfg: TrainConfig, out_dir: Path):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    trackers = []
-    with contextlib.suppress(ImportError):
-        import tensorboard  # noqa: F401
-
-        trackers.append("tensorboard")
+    trackers = tracker_names(train_cfg.log_with)
+    check_trackers(trackers)
     # Students may leave parameters unused in a step (e.g. a curriculum stage), so DDP must allow it.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     # accelerate >= 1.x only picks MULTI_CPU (gloo) when told cpu=True; without it, processes started
@@ -356,8 +359,9 @@ class Trainer:
             self.restore()
         if self.is_main and self.run_config is not None:
             atomic_write_json(self.out_dir / "run_config.json", self.run_config)
-        if self.accelerator.trackers:
-            self.accelerator.init_trackers("speechdistill", config=_flat(self.run_config or {}))
+        # accelerator.trackers is empty until init_trackers runs: ask what was configured instead.
+        if self.accelerator.log_with:
+            self.accelerator.init_trackers(TRACKER_RUN_NAME, config=_flat(self.run_config or {}))
         t0 = time.perf_counter()
         self.stopped_early = False
         interrupted, last_metrics = self._loop()

@@ -1,0 +1,1 @@
+"""Entry points for other toolkits: s3prl's custom upstream (``interop.s3prl``)."""

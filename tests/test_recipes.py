@@ -42,7 +42,7 @@ def tiny_overrides(command: str, name: str, out, corpus, models, units=None) -> 
                 *data, *train]
     if command == "units":
         return ["teacher=tiny:hubert", "layer=2", "k=4", f"manifest={corpus['dev']}", f"out={out}", "fit_n_init=1",
-                "fit_max_frames=2000", "progress=false", "device=cpu"]
+                "fit_max_frames=2000", "progress=false", "device=cpu", "num_workers=0"]
     if command == "finetune-ctc":
         upstream = [] if name == "reference_teacher" else [f"ctc.upstream={models['encoder']}"]
         return [*upstream, f"out_dir={out}", *data, *train]

@@ -40,6 +40,7 @@ class UnitsConfig:
     seed: int = 0
     max_batch_seconds: float = 120.0
     max_batch_size: int = 32
+    num_workers: int = 0  # audio-loading processes
     shard_size: int = 1000  # utterances per label shard (the unit of resumption)
     on_bad_audio: str = "error"  # error | skip
     device: str = "auto"  # auto | cpu | cuda[:N]
@@ -116,7 +117,8 @@ def run_units(cfg: UnitsConfig) -> dict:
     teacher = load_teacher(cfg.teacher, seed=cfg.seed).to(device)
     check_layer(teacher, cfg.layer)
     kw = {"max_batch_seconds": cfg.max_batch_seconds, "max_batch_size": cfg.max_batch_size,
-          "on_bad_audio": cfg.on_bad_audio, "device": device, "progress": cfg.progress}
+          "on_bad_audio": cfg.on_bad_audio, "device": device, "progress": cfg.progress,
+          "num_workers": cfg.num_workers}
     km = _kmeans_for(cfg, teacher, utts_fit, out, kw)
     if km.k > 0 and cfg.kmeans == "" and cfg.k != km.k:
         log.warning("the k-means model has k=%d (config k=%d): labels use k=%d", km.k, cfg.k, km.k)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speechdistill.config import ConfigError
 from speechdistill.models.encoder import hf_encode, hf_model_of
 from speechdistill.models.errors import ModelLoadError
 from speechdistill.models.hf import family_of
@@ -42,8 +43,8 @@ RESIDUAL: Axis = ("residual", -1)
 DecayTarget = tuple[nn.Parameter, Callable[[], torch.Tensor]]
 
 
-class CompactorError(ValueError):
-    """A model or mask state that compactors cannot represent (names the module or widths)."""
+class CompactorError(ConfigError):
+    """A model, target or mask state that compactors cannot represent (names the module or widths)."""
 
 
 class WidthMasks(nn.Module):
@@ -335,6 +336,14 @@ def _check_supported(model: nn.Module) -> None:
     for name in ("attention", "feed_forward", "layer_norm", "final_layer_norm"):
         if not hasattr(layer0, name):
             raise ModelLoadError(f"{type(layer0).__name__} has no {name}: not a HuBERT/WavLM/wav2vec 2.0 layer")
+    for i, layer in enumerate(model.encoder.layers):
+        q, ffn = layer.attention.q_proj, layer.feed_forward.intermediate_dense
+        if (q.out_features, ffn.out_features) != (cfg.hidden_size, cfg.intermediate_size):
+            # e.g. a `prune`d encoder: per-layer widths a stock config (and WID's merge) cannot express
+            raise CompactorError(
+                f"layer {i + 1} is {q.out_features} attention dims / {ffn.out_features} FFN wide, not the config's "
+                f"{cfg.hidden_size} / {cfg.intermediate_size}: WID needs a stock HuBERT/WavLM/wav2vec 2.0 teacher"
+            )
 
 
 def compactor_encoder_from(teacher_encoder: nn.Module, layers: list[int] | None = None) -> CompactorEncoder:

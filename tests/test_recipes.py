@@ -25,7 +25,7 @@ def models(tmp_path_factory, tone_corpus):
     return {"encoder": str(root / "encoder"), "ctc": str(root / "ctc")}
 
 
-def tiny_overrides(command: str, name: str, out, corpus, models, units=None) -> list[str]:
+def tiny_overrides(command: str, name: str, out, corpus, models, units) -> list[str]:
     data = [f"data.train_manifest={corpus['train']}", f"data.dev_manifest={corpus['dev']}", "data.num_workers=0",
             "data.max_batch_seconds=8", "data.max_dev_batches=1"]
     train = ["train.steps=1", "train.val_every=0", "train.save_every=0", "train.progress=false"]

@@ -39,11 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         name="units", help="k-means units of a teacher layer and unit labels for a manifest",
         description=DESCRIPTION, config_cls=UnitsConfig, run=run,
         flags=[
-            Flag("--teacher", "teacher", "teacher encoder (directory, hub id, builtin:reference)"),
-            Flag("--layer", "layer", "teacher layer to cluster", type=int),
-            Flag("--manifest", "manifest", "manifest to label"),
-            Flag("--out", "out", "output folder (k-means model and labels)"),
-            Flag("--kmeans", "kmeans", "label with this k-means folder instead of fitting one"),
-            Flag("--k", "k", "number of clusters", type=int),
+            Flag("--teacher", "teacher", "teacher encoder (directory, hub id, builtin:reference)", metavar="SPEC"),
+            Flag("--layer", "layer", "teacher layer to cluster", type=int, metavar="N"),
+            Flag("--manifest", "manifest", "manifest to label", metavar="MANIFEST"),
+            Flag("--out", "out", "output folder (k-means model and labels)", metavar="DIR"),
+            Flag("--kmeans", "kmeans", "label with this k-means folder instead of fitting one", metavar="DIR"),
+            Flag("--k", "k", "number of clusters", type=int, metavar="K"),
         ],
     ))

@@ -86,7 +86,8 @@ def main() -> None:
     from speechdistill.asr.evaluate import evaluate_model
     from speechdistill.models.builtin import resolve_model_path
     from speechdistill.models.load import load_encoder
-    from speechdistill.report.stats import count_macs, count_parameters
+    from speechdistill.models.size import student_parameters
+    from speechdistill.report.stats import count_macs
     from speechdistill.run.demo import DemoConfig, _finetune
 
     torch.set_num_threads(args.threads)
@@ -114,7 +115,8 @@ def main() -> None:
             log.info("CTC head on frozen %s", name)
             model_dir = _finetune(demo, enc_dir, manifests, ctc_dir)
         enc = load_encoder(enc_dir)
-        row = {"model": name, "encoder_params": count_parameters(enc), "macs_per_second": count_macs(enc, 1.0)}
+        row = {"model": name, "encoder_params": student_parameters(enc_dir).encoder,
+               "macs_per_second": count_macs(enc, 1.0)}
         for split in ("dev", "test"):
             rep = evaluate_model(model_dir, manifests[split], out / "eval" / name / split, threads=args.threads)
             row[f"{split}_wer"], row[f"{split}_cer"] = rep["wer"], rep["cer"]

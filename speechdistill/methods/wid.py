@@ -15,6 +15,17 @@ released code), compactors at ``optim.lr`` (5e-5), new heads at ``wid.head_lr``.
   start as identities (so the loss starts at its minimum) and are dropped afterwards.
 
 Dev metrics are computed with the masks applied exactly: they are the merged student's.
+
+Where this port differs from the released (BERT) code, and why:
+- the residual mask keeps the same number of dims in every positional-conv group (and, WavLM, the same
+  offsets in every head chunk), so that the merged model is a stock HF model; WavLM heads are never
+  removed (``wid_masks``);
+- the extra first-moment push of λ > 1 is added to masked entries only (the released code also scales
+  the whole first moment by 0.9 each step, which looks unintended), and there is no L2 pull on every
+  compactor before the first mask update;
+- the head strategy removes heads linearly over ``attention_updates`` (released: one head every second
+  update; ``attention_updates = 2 x heads removed`` reproduces it);
+- the masked-prediction head is new (HF checkpoints drop HuBERT's), so it gets its own learning rate.
 """
 
 from __future__ import annotations

@@ -151,3 +151,22 @@ def test_masked_entries_get_the_decay_gradient_and_extra_first_moment():
     extra = opt.state[col]["exp_avg"] - before[id(col)]
     torch.testing.assert_close(extra[:, ~keep], 0.1 * 19.0 * col.detach()[:, ~keep])
     assert float(extra[:, keep].abs().max()) == 0.0
+
+
+def test_dropped_layers_merge_exactly_and_wavlm_keeps_its_first_layer(tmp_path):
+    teacher = _teacher("wavlm", "group")
+    with pytest.raises(ConfigError, match="must keep teacher layer 1"):
+        compactor_encoder_from(teacher.encoder, layers=[2, 3])
+    enc = compactor_encoder_from(teacher.encoder, layers=[1, 3]).eval()
+    _perturb(enc, seed=4)
+    update_masks(enc, plan_widths(enc, 32, 64, 0, "dim"), update=1, mask_updates=1, attention_updates=1)
+    merged = merge_compactors(enc)
+    assert merged.config.num_hidden_layers == 2
+    wav, lengths = _padded_batch(seed=5)
+    with torch.no_grad(), enc.masks.applied():
+        ref = enc.encode(wav, lengths)
+        got = merged.encode(wav, lengths)
+    keep = enc.masks.residual
+    for x, y in zip(ref.hidden_states, got.hidden_states):
+        diff = ((x[..., keep] - y).abs() * ref.frame_mask[..., None]).max()
+        assert float(diff / y.abs().max()) <= 1e-5

@@ -2,7 +2,9 @@
 """Distillation training-step throughput: audio-seconds per second and peak memory.
 
 HuBERT-Base-shaped teacher (random weights: speed does not depend on the values) -> each student,
-a full training step (teacher forward, student forward + backward, AdamW step). Each configuration
+a full training step (teacher forward, student forward + backward, AdamW step).  WID students carry the
+whole teacher plus its compactors (the ``wid_hubert_base`` widths, masks at target); masked-unit
+students (``masked_units``, ``wid``) read random unit labels instead of running the teacher. Each configuration
 runs in its own subprocess so peak memory (ru_maxrss on CPU, max_memory_allocated on GPU) is its own.
 On a GPU: bf16 autocast and an MFU estimate (FLOPs counted by torch's FlopCounterMode / time / peak).
 
@@ -23,40 +25,87 @@ from pathlib import Path
 
 from speechdistill import SAMPLE_RATE
 
-STUDENTS = ["distilhubert", "gendistiller"]
+STUDENTS = ["distilhubert", "gendistiller", "wid", "wid_kd", "masked_units"]
+VARIANTS = {
+    "distilhubert": "expand-last heads",
+    # WID's training model is the whole teacher plus its compactors (params below are what trains).
+    "wid": "compactors -> 12x384, units", "wid_kd": "compactors -> 12x384, layer loss",
+    "masked_units": "12x384, units",
+}
+
+
+def _unit_labels(folder: Path, ids: list[str], frames: int, k: int = 500) -> str:
+    """Random unit labels for the benchmark's batch (masked prediction needs a label folder)."""
+    import numpy as np
+
+    from speechdistill.units.store import LabelWriter
+
+    w = LabelWriter(folder, {"teacher": "random-base", "layer": 9, "k": k, "kmeans_fingerprint": "-", "hop": 320,
+                             "manifest": "-"})
+    rng = np.random.default_rng(0)
+    for i in ids:
+        w.add(i, rng.integers(0, k, frames))
+    w.finish(len(ids))
+    return str(folder)
 
 
 def run_one(args) -> dict:
+    import tempfile
+
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from speechdistill.data.batch import Batch
     from speechdistill.methods.distilhubert import DistilHuBERTConfig, DistilHuBERTMethod
     from speechdistill.methods.gendistiller import GenDistillerMethod, GenDistillerMethodConfig
+    from speechdistill.methods.masked_prediction import MaskedPredictionConfig
+    from speechdistill.methods.masked_units import MaskedUnitsConfig, MaskedUnitsMethod
+    from speechdistill.methods.wid import WIDConfig, WIDKDConfig, WIDKDMethod, WIDMethod
     from speechdistill.models.encoder import HFEncoder
     from speechdistill.models.factory import base_config, build_encoder
+    from speechdistill.models.frames import config_output_lengths
     from speechdistill.models.size import count_parameters, student_parameters
     from speechdistill.models.teacher import Teacher
 
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     teacher = Teacher(HFEncoder(build_encoder(base_config(args.family))), source="random-base")
+    n = int(args.seconds * SAMPLE_RATE)
+    ids = [f"b{i}" for i in range(args.batch)]
+    tmp = tempfile.TemporaryDirectory()
+    mp = MaskedPredictionConfig(labels=_unit_labels(Path(tmp.name), ids, int(config_output_lengths(teacher.config, n))))
+    # WID: HuBERT Base -> 12 x 384 (the wid_hubert_base recipe's widths); masks at target from step 1, so
+    # the timed steps include the masked decay.
+    wid = WIDConfig(w_step=1, mask_updates=1, attention_updates=1,
+                    attention_strategy="dim" if args.family == "wavlm" else "head",
+                    num_attention_heads=0 if args.family == "wavlm" else 6)
     if args.student == "distilhubert":
         method = DistilHuBERTMethod(teacher, DistilHuBERTConfig(targets=[4, 8, 12]))
+    elif args.student == "wid":
+        method = WIDMethod(teacher, wid, mp, total_steps=10)
+    elif args.student == "wid_kd":
+        method = WIDKDMethod(teacher, wid, WIDKDConfig(targets=[4, 8, 12]), total_steps=10)
+    elif args.student == "masked_units":
+        method = MaskedUnitsMethod(teacher, MaskedUnitsConfig(), mp)
     else:
         method = GenDistillerMethod(teacher, GenDistillerMethodConfig(
             targets=[4, 8, 12], mask=args.mask, training_mode=args.training_mode))
     method.setup(dev)
     model = method.build_model().to(dev).train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    n = int(args.seconds * SAMPLE_RATE)
-    batch = Batch(torch.randn(args.batch, n, device=dev) * 0.1, torch.full((args.batch,), n, device=dev), [], [])
+    groups = method.param_groups(model, 1e-4, 0.0)
+    opt = torch.optim.AdamW(groups, lr=1e-4)
+    batch = Batch(torch.randn(args.batch, n, device=dev) * 0.1, torch.full((args.batch,), n, device=dev), ids, [])
     use_bf16 = dev.type == "cuda"
+    edit = getattr(method, "before_optimizer_step", None)
+    calls = [0]
 
     def step():
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
             loss, _ = method.compute_loss(model, batch, 0)
         loss.backward()
+        if edit is not None:
+            edit(model, opt, calls[0])
+        calls[0] += 1
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -86,7 +135,8 @@ def run_one(args) -> dict:
         "audio_sec_per_sec": args.batch * args.seconds / med,
         "student_params": student_parameters(model).encoder, "head_params": student_parameters(model).heads,
         "teacher_params": count_parameters(teacher),
-        "variant": ("expand-last heads" if args.student == "distilhubert" else f"{args.mask} mask, {args.training_mode}"),
+        "trainable_params": count_parameters(model, trainable_only=True),
+        "variant": VARIANTS.get(args.student, f"{args.mask} mask, {args.training_mode}"),
         "step_tflops": flops / 1e12, "achieved_tflops_per_s": flops / med / 1e12,
         "mixed_precision": "bf16" if use_bf16 else "fp32",
     }

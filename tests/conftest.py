@@ -149,3 +149,13 @@ def ctc_model_dir(tmp_path_factory, tone_corpus) -> Path:
     path = tmp_path_factory.mktemp("models") / "ctc"
     CTCModel(tiny_encoder("hubert", num_layers=2, seed=1), vocab, CTCHeadConfig(head="linear")).save_pretrained(path)
     return path
+@pytest.fixture(scope="session")
+def tone_units(tone_corpus, tmp_path_factory):
+    """Unit labels of the tone corpus (tiny:hubert layer 2, k=8): train and dev, one k-means model."""
+    from speechdistill.run.units import UnitsConfig, run_units
+
+    root = tmp_path_factory.mktemp("units")
+    common = {"teacher": "tiny:hubert", "layer": 2, "k": 8, "fit_n_init": 1, "progress": False, "device": "cpu"}
+    run_units(UnitsConfig(manifest=tone_corpus["train"], out=str(root / "train"), **common))
+    run_units(UnitsConfig(manifest=tone_corpus["dev"], out=str(root / "dev"), kmeans=str(root / "train"), **common))
+    return {"train": str(root / "train"), "dev": str(root / "dev")}

@@ -13,6 +13,7 @@ FORBIDDEN = {
     "export": ("cli", "run"),
     "asr": ("cli", "run"),
     "prune": ("cli", "run", "methods"),
+    "units": ("train", "methods", "export", "cli", "run", "asr", "prune"),
 }
 
 

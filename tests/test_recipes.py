@@ -31,15 +31,24 @@ def models(tmp_path_factory, tone_corpus):
             "labelled": str(root / "labelled")}
 
 
-def tiny_overrides(command: str, name: str, out, corpus, models) -> list[str]:
+def tiny_overrides(command: str, name: str, out, corpus, models, units) -> list[str]:
     data = [f"data.train_manifest={corpus['train']}", f"data.dev_manifest={corpus['dev']}", "data.num_workers=0",
             "data.max_batch_seconds=8", "data.max_dev_batches=1"]
     train = ["train.steps=1", "train.val_every=0", "train.save_every=0", "train.progress=false"]
     if command == "distill":
         teacher = "tiny:wavlm" if "wavlm" in name else "tiny:hubert"
+        # WID / unit methods: tiny widths, masks at target on step 1, the tone corpus' unit labels.
+        wid = ["wid.hidden_size=16", "wid.intermediate_size=32", "wid.num_attention_heads=0", "wid.w_step=1",
+               "wid.mask_updates=1", "wid.attention_updates=1", "wid.layers=[]", "wid_kd.targets=[2,4]",
+               "masked_units.num_layers=2", "masked_units.hidden_size=16", "masked_units.num_attention_heads=2",
+               "masked_units.intermediate_size=32", "masked_prediction.final_dim=8",
+               f"masked_prediction.labels={units['train']}", f"masked_prediction.dev_labels={units['dev']}"]
         return [f"teacher={teacher}", f"out_dir={out}", "distilhubert.targets=[2,4]", "gendistiller.targets=[2,4]",
-                "gendistiller.decoder_heads=4", "gendistiller.decoder_ffn_dim=32", "data.crop_seconds=0.5", *data,
-                *train]
+                "gendistiller.decoder_heads=4", "gendistiller.decoder_ffn_dim=32", "data.crop_seconds=0.5", *wid,
+                *data, *train]
+    if command == "units":
+        return ["teacher=tiny:hubert", "layer=2", "k=4", f"manifest={corpus['dev']}", f"out={out}", "fit_n_init=1",
+                "fit_max_frames=2000", "progress=false", "device=cpu", "num_workers=0"]
     if command == "finetune-ctc":
         from speechdistill.config import load_yaml_dict
 
@@ -68,6 +77,6 @@ def tiny_overrides(command: str, name: str, out, corpus, models) -> list[str]:
 
 
 @pytest.mark.parametrize("command,name", list_recipes())
-def test_every_shipped_recipe_runs_one_step(command, name, tmp_path, tone_corpus, models):
-    argv = [command, name, *tiny_overrides(command, name, tmp_path / "out", tone_corpus, models)]
+def test_every_shipped_recipe_runs_one_step(command, name, tmp_path, tone_corpus, models, tone_units):
+    argv = [command, name, *tiny_overrides(command, name, tmp_path / "out", tone_corpus, models, tone_units)]
     assert main(argv) == 0, f"speechdistill {' '.join(argv)}"

@@ -21,6 +21,10 @@ Single process (CPU or one GPU):
 Several GPUs / nodes (the same command under accelerate):
   accelerate launch --config_file launch/accelerate_8gpu.yaml -m speechdistill distill gendistiller_hubert_base ...
 
+Methods: gendistiller, distilhubert, wid (weight-inherited: compactors + masked unit prediction),
+wid_kd (compactors + layer loss), masked_units (a plain student on the teacher's units). wid and
+masked_units need unit labels from `speechdistill units` (masked_prediction.labels / dev_labels).
+
 The student is written to OUT_DIR/model (HF-style directory); checkpoints to OUT_DIR/checkpoints;
 per-step losses to OUT_DIR/train_log.jsonl. Ctrl-C (SIGINT) or SIGTERM saves a checkpoint; --resume
 continues from the latest one with the same data position, optimizer, scheduler and RNG state.
@@ -41,6 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     from speechdistill.run.distill import DistillConfig
 
     register_job(sub, Job(
-        name="distill", help="distill a teacher into a student (GenDistiller, DistilHuBERT)",
+        name="distill", help="distill a teacher into a student (GenDistiller, DistilHuBERT, WID, masked units)",
         description=DESCRIPTION, config_cls=DistillConfig, run=run, resumable=True,
     ))

@@ -13,6 +13,7 @@ from speechdistill import __version__
 # Modules that contribute subcommands, in --help order.
 COMMAND_MODULES = [
     "speechdistill.cli.data_cmd",
+    "speechdistill.cli.units_cmd",
     "speechdistill.cli.distill_cmd",
     "speechdistill.cli.finetune_cmd",
     "speechdistill.cli.evaluate_cmd",

@@ -19,9 +19,12 @@ class Batch:
     texts: list[str | None] = field(default_factory=list)
     # (path, reason) of utterances dropped from this batch under on_bad_audio=skip
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    # Sample where each item starts in its utterance (random crops); empty = every item starts at 0.
+    # Frame-level targets stored per utterance (unit labels) are aligned with it.
+    offsets: list[int] = field(default_factory=list)
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.wav.to(device), self.lengths.to(device), self.ids, self.texts, self.skipped)
+        return Batch(self.wav.to(device), self.lengths.to(device), self.ids, self.texts, self.skipped, self.offsets)
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -140,12 +140,13 @@ class AudioDataset(Dataset):
             # RuntimeError; the main process raises the clean error (``raise_if_bad``).
             if self.on_bad_audio != "error":
                 log.warning("skipping %s: %s", e.path, e.problem)
-            return (u, None, e.problem)
+            return (u, None, e.problem, 0)
+        start = 0
         if self.crop_samples and wav.shape[0] > self.crop_samples:
             rng = random.Random(hash((self.seed, self.epoch, i)) & 0xFFFFFFFF)
             start = rng.randrange(0, wav.shape[0] - self.crop_samples + 1)
             wav = wav[start : start + self.crop_samples]
-        return (u, wav, None)
+        return (u, wav, None, start)
 
 
 def split_long(
@@ -180,12 +181,13 @@ def raise_if_bad(batch: Batch, on_bad_audio: str) -> None:
 
 
 def collate(items) -> Batch:
-    good = [(u, w) for u, w, _ in items if w is not None]
-    skipped = [(u.path, why) for u, w, why in items if w is None]
+    good = [(u, w, start) for u, w, _, start in items if w is not None]
+    skipped = [(u.path, why) for u, w, why, _ in items if w is None]
     if not good:
         return Batch(torch.zeros(0, MIN_SAMPLES), torch.zeros(0, dtype=torch.long), [], [], skipped)
-    wav, lengths = pad_waveforms([w for _, w in good])
-    return Batch(wav, lengths, [u.id for u, _ in good], [u.text for u, _ in good], skipped)
+    wav, lengths = pad_waveforms([w for _, w, _ in good])
+    return Batch(wav, lengths, [u.id for u, _, _ in good], [u.text for u, _, _ in good], skipped,
+                 [start for _, _, start in good])
 
 
 class BucketBatchSampler:

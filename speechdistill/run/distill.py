@@ -12,22 +12,33 @@ from speechdistill.config import ConfigError, check_ranges, to_dict
 from speechdistill.data.dataset import DataConfig
 from speechdistill.methods.distilhubert import DistilHuBERTConfig, DistilHuBERTMethod
 from speechdistill.methods.gendistiller import GenDistillerMethodConfig
+from speechdistill.methods.masked_prediction import MaskedPredictionConfig
+from speechdistill.methods.masked_units import MaskedUnitsConfig
+from speechdistill.methods.wid import WIDConfig, WIDKDConfig
 from speechdistill.train.engine import TrainConfig, TrainResult, train
 from speechdistill.train.optim import OptimConfig
 
 log = logging.getLogger(__name__)
 
-METHODS = ("distilhubert", "gendistiller")
+METHODS = ("distilhubert", "gendistiller", "wid", "wid_kd", "masked_units")
+# Methods whose targets are unit labels from `speechdistill units`.
+UNIT_METHODS = ("wid", "masked_units")
 
 
 @dataclass
 class DistillConfig:
-    method: Literal["distilhubert", "gendistiller"] = "gendistiller"
+    method: Literal["distilhubert", "gendistiller", "wid", "wid_kd", "masked_units"] = "gendistiller"
     # Local directory, hub id, builtin:reference, or tiny:hubert / tiny:wavlm(-layer) (random, smoke runs).
     teacher: str = "facebook/hubert-base-ls960"
     out_dir: str = "runs/distill"
     distilhubert: DistilHuBERTConfig = field(default_factory=DistilHuBERTConfig)
     gendistiller: GenDistillerMethodConfig = field(default_factory=GenDistillerMethodConfig)
+    # WID compactors and schedule (methods wid and wid_kd); wid_kd's layer targets.
+    wid: WIDConfig = field(default_factory=WIDConfig)
+    wid_kd: WIDKDConfig = field(default_factory=WIDKDConfig)
+    # HuBERT-style masked prediction of unit labels (methods wid and masked_units); the plain student.
+    masked_prediction: MaskedPredictionConfig = field(default_factory=MaskedPredictionConfig)
+    masked_units: MaskedUnitsConfig = field(default_factory=MaskedUnitsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -55,6 +66,12 @@ class DistillConfig:
                 f"gendistiller.decoder_heads={g.decoder_heads}"
             )
 
+        if self.method in UNIT_METHODS and not self.masked_prediction.labels:
+            raise ConfigError(
+                f"method={self.method} needs unit labels: masked_prediction.labels=DIR, made with "
+                "`speechdistill units teacher=... manifest=TRAIN_MANIFEST out=DIR` (label the dev manifest too)"
+            )
+
 
 def _check_targets(key: str, targets: list[int]) -> None:
     if not targets:
@@ -68,15 +85,28 @@ def build_method(cfg: DistillConfig):
 
     teacher = load_teacher(cfg.teacher, seed=cfg.train.seed)
     info = {"recipe": to_dict(cfg)}
-    section = cfg.distilhubert if cfg.method == "distilhubert" else cfg.gendistiller
+    section = getattr(cfg, cfg.method, None)
     try:
         if cfg.method == "distilhubert":
             return DistilHuBERTMethod(teacher, cfg.distilhubert, info)
+        if cfg.method == "wid":
+            from speechdistill.methods.wid import WIDMethod
+
+            return WIDMethod(teacher, cfg.wid, cfg.masked_prediction, info, total_steps=cfg.train.steps)
+        if cfg.method == "wid_kd":
+            from speechdistill.methods.wid import WIDKDMethod
+
+            return WIDKDMethod(teacher, cfg.wid, cfg.wid_kd, info, total_steps=cfg.train.steps)
+        if cfg.method == "masked_units":
+            from speechdistill.methods.masked_units import MaskedUnitsMethod
+
+            return MaskedUnitsMethod(teacher, cfg.masked_units, cfg.masked_prediction, info)
         from speechdistill.methods.gendistiller import GenDistillerMethod
 
         return GenDistillerMethod(teacher, cfg.gendistiller, info, total_steps=cfg.train.steps)
     except ValueError as e:  # targets the teacher does not have
-        raise ConfigError(f"{cfg.method}.targets={section.targets} with teacher {cfg.teacher}: {e}") from None
+        targets = getattr(section, "targets", None)
+        raise ConfigError(f"{cfg.method}{f'.targets={targets}' if targets else ''} with teacher {cfg.teacher}: {e}") from None
 
 
 def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -> TrainResult:

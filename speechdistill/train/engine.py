@@ -348,6 +348,11 @@ class Trainer:
 
     def optimizer_step(self):
         grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.optim_cfg.grad_clip)
+        # Optional method hook on the clipped, synchronised gradients (WID swaps masked entries' task
+        # gradient for a decay toward zero); ``pos.step`` optimizer steps have been taken before this one.
+        edit = getattr(self.method, "before_optimizer_step", None)
+        if edit is not None:
+            edit(self.unwrapped, self.optimizer, self.pos.step)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -35,3 +35,8 @@ class Method(Protocol):
 
     def save_artifact(self, model: nn.Module, out_dir: Path) -> None:
         """Write the usable result (an HF-style student directory, a CTC model) to ``out_dir``."""
+
+    # Optional: ``before_optimizer_step(model, optimizer, step)`` runs after gradient clipping and before
+    # every optimizer step (``step`` = optimizer steps already taken), for methods that edit gradients or
+    # optimizer state (WID's mask schedule and masked decay).  ``setup(device)`` runs before
+    # ``build_model``.

@@ -9,6 +9,7 @@ from typing import Literal
 
 from speechdistill.config import ConfigError, to_dict
 from speechdistill.data.dataset import DataConfig
+from speechdistill.methods.curriculum import CurriculumConfig
 from speechdistill.methods.distilhubert import DistilHuBERTConfig, DistilHuBERTMethod
 from speechdistill.methods.gendistiller import GenDistillerMethodConfig
 from speechdistill.train.engine import TrainConfig, TrainResult, train
@@ -27,6 +28,8 @@ class DistillConfig:
     out_dir: str = "runs/distill"
     distilhubert: DistilHuBERTConfig = field(default_factory=DistilHuBERTConfig)
     gendistiller: GenDistillerMethodConfig = field(default_factory=GenDistillerMethodConfig)
+    # Projection stages before the method's own objective (methods/curriculum.py); none by default.
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -42,10 +45,16 @@ def build_method(cfg: DistillConfig):
     teacher = load_teacher(cfg.teacher, seed=cfg.train.seed)
     info = {"recipe": to_dict(cfg)}
     if cfg.method == "distilhubert":
-        return DistilHuBERTMethod(teacher, cfg.distilhubert, info)
-    from speechdistill.methods.gendistiller import GenDistillerMethod
+        method = DistilHuBERTMethod(teacher, cfg.distilhubert, info)
+    else:
+        from speechdistill.methods.gendistiller import GenDistillerMethod
 
-    return GenDistillerMethod(teacher, cfg.gendistiller, info, total_steps=cfg.train.steps)
+        method = GenDistillerMethod(teacher, cfg.gendistiller, info, total_steps=cfg.train.steps)
+    if cfg.curriculum.stages:
+        from speechdistill.methods.curriculum import CurriculumMethod
+
+        method = CurriculumMethod(method, cfg.curriculum, cfg.train.steps)
+    return method
 
 
 def run_distill(cfg: DistillConfig, resume: bool = False) -> TrainResult:

@@ -43,6 +43,9 @@ class TrainConfig:
     # Stop after this many optimizer steps in this invocation (tests of interruption); 0 = no limit.
     stop_after: int = 0
     progress: bool = True
+    # Count the FLOPs of every training step (forward and backward, teacher included) with torch's
+    # FlopCounterMode and log the running total: curves against compute instead of steps. Costs time.
+    count_flops: bool = False
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -127,6 +130,7 @@ class _Position:
     best: float | None = None
     audio_seconds: float = 0.0
     skipped: int = 0
+    flops: float = 0.0  # training FLOPs so far, all processes (train.count_flops)
 
 
 class Trainer:
@@ -194,7 +198,7 @@ class Trainer:
         self.scheduler.load_state_dict(ts["scheduler"])
         self.pos = _Position(
             ts["step"], ts["epoch"], ts["batch_in_epoch"], ts.get("best"), ts.get("audio_seconds", 0.0),
-            ts.get("skipped", self.pos.skipped),
+            ts.get("skipped", self.pos.skipped), ts.get("flops", 0.0),
         )
         set_rng_state(*state["rng"])
         log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt, self.pos.step, self.pos.epoch,
@@ -206,7 +210,7 @@ class Trainer:
         return {
             "step": p.step, "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch,
             "scheduler": self.scheduler.state_dict(), "best": p.best, "audio_seconds": p.audio_seconds,
-            "skipped": p.skipped, "world_size": self.accelerator.num_processes,
+            "skipped": p.skipped, "flops": p.flops, "world_size": self.accelerator.num_processes,
             "method": getattr(self.method, "name", "?"),
         }
 
@@ -238,7 +242,8 @@ class Trainer:
                     self.unwrapped, (b.to(self.accelerator.device) for b in self.dev_loader)
                 )
             self.unwrapped.train(was_training)
-            self.write_log({"step": self.pos.step, "split": "dev", **metrics})
+            extra = {"flops": self.pos.flops} if self.cfg.count_flops else {}
+            self.write_log({"step": self.pos.step, "split": "dev", **metrics, **extra})
             log.info("step %d dev: %s", self.pos.step, _fmt(metrics))
             if "dev_loss" in metrics:
                 self.dev_postfix["dev_loss"] = f"{metrics['dev_loss']:.3f}"
@@ -269,6 +274,16 @@ class Trainer:
 
     def train_step(self, batch, sync: bool) -> tuple[torch.Tensor, dict[str, float]]:
         """Forward and backward of one micro-batch (gradients synchronised only when ``sync``)."""
+        if self.cfg.count_flops:
+            from speechdistill.train.flops import flop_counter
+
+            with flop_counter() as counter:
+                out = self._forward_backward(batch, sync)
+            self.pos.flops += counter.get_total_flops() * self.accelerator.num_processes
+            return out
+        return self._forward_backward(batch, sync)
+
+    def _forward_backward(self, batch, sync: bool) -> tuple[torch.Tensor, dict[str, float]]:
         ctx = contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model)
         with ctx, self.accelerator.autocast():
             loss, metrics = self.method.compute_loss(self.model, batch, self.pos.step)
@@ -341,6 +356,7 @@ class Trainer:
                             "lr": self.scheduler.get_last_lr()[0],
                             "grad_norm": float(grad_norm) if grad_norm is not None else None,
                             "audio_sec_per_sec": speed, "epoch": pos.epoch,
+                            **({"flops": pos.flops} if cfg.count_flops else {}),
                         })
                         pbar.set_postfix(loss=f"{last_metrics['loss']:.3f}", **self.dev_postfix,
                                          audio_s_per_s=f"{speed:.1f}")
@@ -380,6 +396,7 @@ class Trainer:
                     "step": pos.step, "metrics": final_metrics, "train_seconds": elapsed,
                     "audio_seconds_seen": pos.audio_seconds, "skipped_utterances": pos.skipped,
                     "best": pos.best, "num_processes": self.accelerator.num_processes,
+                    **({"flops": pos.flops} if self.cfg.count_flops else {}),
                     "mixed_precision": self.accelerator.mixed_precision,
                 })
             if pos.skipped:

@@ -61,7 +61,7 @@ def stage_flops_per_step(cfg, batches: int = 16) -> list[float]:
     method = build_method(cfg)
     method.setup(torch.device("cpu"))
     model = method.build_model().train()
-    loader, sampler, _ = build_train_loader(cfg.data, seed=cfg.train.seed)
+    loader, _, _ = build_train_loader(cfg.data, seed=cfg.train.seed)
     sample = [b for _, b in zip(range(batches), loader)]
     starts = [0, *method.boundaries]
     per_stage = []

@@ -1,3 +1,4 @@
+import itertools
 import json
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def test_projection_stages_train_and_flops_are_counted(tone_corpus, tmp_path):
     log = [r for r in _log(out) if r["split"] == "train"]
     assert [r["stage"] for r in log] == [0] * 3 + [1] * 3 + [2] * 6
     flops = [r["flops"] for r in log]
-    assert all(b > a for a, b in zip(flops, flops[1:]))
+    assert all(b > a for a, b in itertools.pairwise(flops))
     # Stage 0 runs one teacher layer and one student layer: cheaper per step than the final stage.
     per_step = [b - a for a, b in zip([0.0, *flops], flops)]
     assert per_step[1] < per_step[-1]
@@ -70,8 +71,8 @@ def test_resume_inside_a_stage_keeps_projections_and_is_exact(tone_corpus, tmp_p
     r = run_distill(_cfg(tone_corpus, tmp_path / "b", extra=[STAGES, "train.save_every=2", "train.stop_after=4"]))
     assert r.interrupted and r.step == 4  # inside stage 1 (steps 3..5)
     run_distill(_cfg(tone_corpus, tmp_path / "b", extra=[STAGES, "train.save_every=2"]), resume=True)
-    ckpt_a = load_file(sorted((tmp_path / "a" / "checkpoints").glob("step_*"))[-1] / "model.safetensors")
-    ckpt_b = load_file(sorted((tmp_path / "b" / "checkpoints").glob("step_*"))[-1] / "model.safetensors")
+    ckpt_a = load_file(max((tmp_path / "a" / "checkpoints").glob("step_*")) / "model.safetensors")
+    ckpt_b = load_file(max((tmp_path / "b" / "checkpoints").glob("step_*")) / "model.safetensors")
     assert {k for k in ckpt_a if k.startswith("projection_")} == {"projection_0", "projection_1"}
     for k in ckpt_a:
         torch.testing.assert_close(ckpt_a[k], ckpt_b[k], rtol=0, atol=0, msg=k)

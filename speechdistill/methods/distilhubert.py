@@ -250,6 +250,17 @@ class DistilHuBERTMethod(DistillMethod):
         out, preds = model(batch.wav, batch.lengths)
         return preds, out.frame_lengths
 
+    # -- curriculum support (methods/curriculum.py): the student state at depth ``upto`` -------------
+    def student_depth(self, model: nn.Module) -> int:
+        return model.encoder.num_output_layers
+
+    def student_width(self, model: nn.Module) -> int:
+        return model.encoder.hidden_size
+
+    def student_state(self, model: nn.Module, wav, lengths, upto: int):
+        out = model.encoder.encode(wav, lengths, upto_layer=upto)
+        return out.hidden_states[upto], out.frame_lengths
+
     def save_artifact(self, model: nn.Module, out_dir: Path) -> None:
         model.save_pretrained(out_dir, info={"teacher": self.teacher.source, "initialisation": self.init_record,
                                              **self.info})

@@ -210,6 +210,19 @@ class GenDistillerMethod(DistillMethod):
             metrics["sampling_prob"] = self.sampling_prob(step)
         return loss, metrics
 
+    # -- curriculum support (methods/curriculum.py): generation step ``upto`` from own outputs -------
+    def student_depth(self, model: nn.Module) -> int:
+        return model.student.config.num_steps
+
+    def student_width(self, model: nn.Module) -> int:
+        return model.student.hidden_size
+
+    def student_state(self, model: nn.Module, wav, lengths, upto: int):
+        x0, frame_lengths = model.student.front_end(wav, lengths)
+        preds = model.student.forward_stepwise(x0, frame_lengths, None, None, num_steps=upto,
+                                               detach_own=self.cfg.detach_history, bptt_steps=self.cfg.bptt_steps)
+        return preds[:, -1], frame_lengths
+
     def compute_loss_eval(self, model: nn.Module, batch: Batch):
         """Free-running loss and metrics (what inference sees), plus ``tf_*`` teacher-forced ones."""
         student: GenDistillerModel = model.student

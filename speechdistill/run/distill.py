@@ -10,6 +10,7 @@ from typing import Literal
 
 from speechdistill.config import ConfigError, check_ranges, to_dict
 from speechdistill.data.dataset import DataConfig
+from speechdistill.methods.curriculum import CurriculumConfig
 from speechdistill.methods.distilhubert import DistilHuBERTConfig, DistilHuBERTMethod
 from speechdistill.methods.gendistiller import GenDistillerMethodConfig
 from speechdistill.methods.masked_prediction import MaskedPredictionConfig
@@ -39,6 +40,8 @@ class DistillConfig:
     # HuBERT-style masked prediction of unit labels (methods wid and masked_units); the plain student.
     masked_prediction: MaskedPredictionConfig = field(default_factory=MaskedPredictionConfig)
     masked_units: MaskedUnitsConfig = field(default_factory=MaskedUnitsConfig)
+    # Projection stages before the method's own objective (methods/curriculum.py); none by default.
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -88,25 +91,31 @@ def build_method(cfg: DistillConfig):
     section = getattr(cfg, cfg.method, None)
     try:
         if cfg.method == "distilhubert":
-            return DistilHuBERTMethod(teacher, cfg.distilhubert, info)
-        if cfg.method == "wid":
+            method = DistilHuBERTMethod(teacher, cfg.distilhubert, info)
+        elif cfg.method == "wid":
             from speechdistill.methods.wid import WIDMethod
 
-            return WIDMethod(teacher, cfg.wid, cfg.masked_prediction, info, total_steps=cfg.train.steps)
-        if cfg.method == "wid_kd":
+            method = WIDMethod(teacher, cfg.wid, cfg.masked_prediction, info, total_steps=cfg.train.steps)
+        elif cfg.method == "wid_kd":
             from speechdistill.methods.wid import WIDKDMethod
 
-            return WIDKDMethod(teacher, cfg.wid, cfg.wid_kd, info, total_steps=cfg.train.steps)
-        if cfg.method == "masked_units":
+            method = WIDKDMethod(teacher, cfg.wid, cfg.wid_kd, info, total_steps=cfg.train.steps)
+        elif cfg.method == "masked_units":
             from speechdistill.methods.masked_units import MaskedUnitsMethod
 
-            return MaskedUnitsMethod(teacher, cfg.masked_units, cfg.masked_prediction, info)
-        from speechdistill.methods.gendistiller import GenDistillerMethod
+            method = MaskedUnitsMethod(teacher, cfg.masked_units, cfg.masked_prediction, info)
+        else:
+            from speechdistill.methods.gendistiller import GenDistillerMethod
 
-        return GenDistillerMethod(teacher, cfg.gendistiller, info, total_steps=cfg.train.steps)
+            method = GenDistillerMethod(teacher, cfg.gendistiller, info, total_steps=cfg.train.steps)
     except ValueError as e:  # targets the teacher does not have
         targets = getattr(section, "targets", None)
         raise ConfigError(f"{cfg.method}{f'.targets={targets}' if targets else ''} with teacher {cfg.teacher}: {e}") from None
+    if cfg.curriculum.stages:
+        from speechdistill.methods.curriculum import CurriculumMethod
+
+        method = CurriculumMethod(method, cfg.curriculum, cfg.train.steps)
+    return method
 
 
 def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -> TrainResult:

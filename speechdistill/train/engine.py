@@ -60,6 +60,9 @@ class TrainConfig:
     # comma-separated names: tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab, trackio,
     # all.  TensorBoard events go to OUT_DIR/speechdistill/; train_log.jsonl is written in every case.
     log_with: str = "auto"
+    # Count the FLOPs of every training step (forward and backward, teacher included) with torch's
+    # FlopCounterMode and log the running total: curves against compute instead of steps. Costs time.
+    count_flops: bool = False
 
     def validate(self) -> None:
         check_ranges(
@@ -148,6 +151,7 @@ class _Position:
     since_best: int = 0  # validations since the last strict improvement (early stopping)
     audio_seconds: float = 0.0
     skipped: int = 0
+    flops: float = 0.0  # training FLOPs so far, all processes (train.count_flops)
 
 
 class Trainer:
@@ -238,7 +242,7 @@ class Trainer:
             raise CheckpointError(f"--resume: {ckpt}: the optimizer or scheduler state does not fit this run ({e})") from None
         self.pos = _Position(
             ts["step"], ts["epoch"], ts["batch_in_epoch"], ts.get("best"), ts.get("since_best", 0),
-            ts.get("audio_seconds", 0.0), ts.get("skipped", self.pos.skipped),
+            ts.get("audio_seconds", 0.0), ts.get("skipped", self.pos.skipped), ts.get("flops", 0.0),
         )
         set_rng_state(*state["rng"])
         if self.is_main:
@@ -252,7 +256,7 @@ class Trainer:
         return {
             "step": p.step, "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch,
             "scheduler": self.scheduler.state_dict(), "best": p.best, "since_best": p.since_best,
-            "audio_seconds": p.audio_seconds,
+            "audio_seconds": p.audio_seconds, "flops": p.flops,
             "skipped": p.skipped, "world_size": self.accelerator.num_processes,
             "method": getattr(self.method, "name", "?"),
         }
@@ -285,7 +289,8 @@ class Trainer:
                     self.unwrapped, (b.to(self.accelerator.device) for b in self.dev_loader)
                 )
             self.unwrapped.train(was_training)
-            self.write_log({"step": self.pos.step, "split": "dev", **metrics})
+            extra = {"flops": self.pos.flops} if self.cfg.count_flops else {}
+            self.write_log({"step": self.pos.step, "split": "dev", **metrics, **extra})
             log.info("step %d dev: %s", self.pos.step, _fmt(metrics))
             if "dev_loss" in metrics:
                 self.dev_postfix["dev_loss"] = f"{metrics['dev_loss']:.3f}"
@@ -327,6 +332,16 @@ class Trainer:
 
     def train_step(self, batch, sync: bool) -> tuple[torch.Tensor, dict[str, float]]:
         """Forward and backward of one micro-batch (gradients synchronised only when ``sync``)."""
+        if self.cfg.count_flops:
+            from speechdistill.train.flops import flop_counter
+
+            with flop_counter() as counter:
+                out = self._forward_backward(batch, sync)
+            self.pos.flops += counter.get_total_flops() * self.accelerator.num_processes
+            return out
+        return self._forward_backward(batch, sync)
+
+    def _forward_backward(self, batch, sync: bool) -> tuple[torch.Tensor, dict[str, float]]:
         ctx = contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model)
         with ctx, self.accelerator.autocast():
             loss, metrics = self.method.compute_loss(self.model, batch, self.pos.step)
@@ -414,6 +429,7 @@ class Trainer:
                             "lr": self.scheduler.get_last_lr()[0],
                             "grad_norm": float(grad_norm) if grad_norm is not None else None,
                             "audio_sec_per_sec": speed, "epoch": pos.epoch,
+                            **({"flops": pos.flops} if cfg.count_flops else {}),
                         })
                         pbar.set_postfix(loss=f"{last_metrics['loss']:.3f}", **self.dev_postfix,
                                          audio_s_per_s=f"{speed:.1f}")
@@ -459,6 +475,7 @@ class Trainer:
                     "audio_seconds_seen": pos.audio_seconds, "skipped_utterances": pos.skipped,
                     "best": pos.best, "stopped_early": self.stopped_early,
                     "num_processes": self.accelerator.num_processes,
+                    **({"flops": pos.flops} if self.cfg.count_flops else {}),
                     "mixed_precision": self.accelerator.mixed_precision,
                 })
             if pos.skipped:

@@ -31,9 +31,12 @@ def tiny_overrides(command: str, name: str, out, corpus, models) -> list[str]:
     train = ["train.steps=1", "train.val_every=0", "train.save_every=0", "train.progress=false"]
     if command == "distill":
         teacher = "tiny:wavlm" if "wavlm" in name else "tiny:hubert"
+        # Edge recipes thin the teacher's front end: widths that fit the tiny teacher (CNN 16, hidden 32).
+        edge = ["frontend.conv_channels=8", "frontend.pos_conv_groups=32", "frontend.pos_conv_kernel=8",
+                "frontend.num_calib=4"] if "edge" in name else []
         return [f"teacher={teacher}", f"out_dir={out}", "distilhubert.targets=[2,4]", "gendistiller.targets=[2,4]",
                 "gendistiller.decoder_heads=4", "gendistiller.decoder_ffn_dim=32", "data.crop_seconds=0.5", *data,
-                *train]
+                *train, *edge]
     if command == "finetune-ctc":
         upstream = [] if name == "reference_teacher" else [f"ctc.upstream={models['encoder']}"]
         return [*upstream, f"out_dir={out}", *data, *train]

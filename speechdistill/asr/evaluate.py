@@ -44,8 +44,9 @@ def evaluate_model(
     on_bad_audio: str = "error",
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Decode ``manifest`` with ``model`` (a CTCModel or its directory); write report.json and
-    hypotheses.jsonl to ``out_dir`` (if given) and return the report.
+    """Decode ``manifest`` with ``model`` (a CTCModel, its directory, or an exported ``.onnx`` CTC model with
+    vocab.json beside it, run by onnxruntime); write report.json and hypotheses.jsonl to ``out_dir`` (if
+    given) and return the report.
 
     ``threads``: torch intra-op threads for the run (restored afterwards); None keeps the current
     setting. ``max_batch_size`` defaults to 1 on CPU (padding would inflate the RTF) and 16 on GPU.
@@ -54,9 +55,16 @@ def evaluate_model(
 
     dev = resolve_device(device)
     model_path = None
+    backend = "torch"
     if not isinstance(model, CTCModel):
         model_path = str(model)
-        model = CTCModel.from_pretrained(model)
+        if model_path.endswith(".onnx"):
+            from speechdistill.export.onnx_ctc import OnnxCTCModel
+
+            model = OnnxCTCModel(model_path, threads=threads or 0)
+            backend = "onnxruntime"
+        else:
+            model = CTCModel.from_pretrained(model)
     model = model.to(dev).eval()
     if max_batch_size is None:
         max_batch_size = 1 if dev.type == "cpu" else 16
@@ -128,6 +136,7 @@ def evaluate_model(
         "params": params,
         "params_encoder": params["encoder"],
         "params_total": params["total"],
+        "backend": backend,
         "rtf": compute_seconds / max(audio_seconds, 1e-9),
         "processing_seconds": compute_seconds,
         "load_seconds": load_seconds,
@@ -140,6 +149,10 @@ def evaluate_model(
         "skipped": len(skipped),
         "skipped_files": skipped,
     }
+    if backend == "onnxruntime":
+        report["model_file_mb"] = model.file_mb
+        report["precision"] = model.metadata.get("precision", "")
+        report["threads"] = threads or 0  # onnxruntime intra-op threads (0 = its default)
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +184,10 @@ def format_report(report: dict[str, Any]) -> str:
         ("WER", f"{100 * report['wer']:.2f} %  ({report['word_errors']}/{report['ref_words']} words)"),
         ("CER", f"{100 * report['cer']:.2f} %  ({report['char_errors']}/{report['ref_chars']} chars)"),
         ("utterances", f"{report['num_utterances']} ({report['audio_hours']:.3f} h audio)"),
-        ("params", f"encoder {params['encoder'] / 1e6:.2f} M, total {params['total'] / 1e6:.2f} M"),
+        ("params", f"encoder {params['encoder'] / 1e6:.2f} M, total {params['total'] / 1e6:.2f} M"
+         if report.get("backend", "torch") == "torch" else
+         f"{params['total'] / 1e6:.2f} M weights in the file ({report.get('precision', '')}, "
+         f"{report.get('model_file_mb', 0):.1f} MB, onnxruntime)"),
         ("RTF", (f"{report['rtf']:.4f} ({report['threads']} thread(s), {report['device']}, "
                  f"batch <= {report['max_batch_size']})")),
         ("skipped", str(report["skipped"])),

@@ -16,13 +16,19 @@ Writes OUT/report.json (wer, cer, num_utterances, audio_hours, params, rtf with 
 skipped files) and OUT/hypotheses.jsonl (id, ref, hyp, per-utterance error counts).
 RTF = model compute seconds / audio seconds, after one warm-up forward, audio loading excluded.
 
-Example:
+An exported ONNX CTC model (`speechdistill export --with-ctc-head`, model.onnx or model.int8.onnx with
+vocab.json beside it) is scored the same way on onnxruntime (--threads = its intra-op threads): the WER,
+CER and RTF of the file that ships.
+
+Examples:
   speechdistill evaluate --model runs/asr/model --manifest test_clean.jsonl --out runs/asr/eval --threads 2
+  speechdistill evaluate --model export/asr/model.int8.onnx --manifest test_clean.jsonl --out eval_int8 --threads 2
 """
 
 
 FLAGS = [
-    Flag("--model", "model", "CTC model directory (OUT/model of finetune-ctc)", metavar="DIR"),
+    Flag("--model", "model", "CTC model directory (OUT/model of finetune-ctc), or an exported ONNX CTC model "
+         "(export --with-ctc-head; fp32 or int8, vocab.json beside it)", metavar="DIR|FILE.onnx"),
     Flag("--manifest", "manifest", "manifest (JSONL) with reference transcripts"),
     Flag("--out", "out", "directory for report.json and hypotheses.jsonl", metavar="DIR"),
     Flag("--threads", "threads", "torch CPU threads during evaluation (0: torch's current setting)", type=int),

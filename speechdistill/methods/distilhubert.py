@@ -72,7 +72,8 @@ class DistilHuBERTStudent(nn.Module):
         atomic_write_json(out_dir / INFO_FILE, {"method": "distilhubert", "targets": self.targets, **(info or {})})
 
 
-def build_student(teacher: Teacher, cfg: DistilHuBERTConfig) -> DistilHuBERTStudent:
+def build_student(teacher: Teacher, cfg: DistilHuBERTConfig, front_end=None) -> DistilHuBERTStudent:
+    """``front_end``: a ``methods.frontend.FrontEnd`` (a cheaper front end initialised from the teacher's)."""
     if cfg.student_init:
         return _student_from_dir(teacher, cfg)
     t_model = teacher.encoder.model if isinstance(teacher.encoder, HFEncoder) else None
@@ -92,9 +93,14 @@ def build_student(teacher: Teacher, cfg: DistilHuBERTConfig) -> DistilHuBERTStud
         if missing:
             raise RuntimeError(f"cannot initialise the student from the teacher: missing {missing[:5]}")
         model.load_state_dict({k: t_state[k] for k in s_keys})
+    if front_end is not None:  # issue 19: cheaper front end (methods/frontend.py)
+        front_end.apply(model)
     if cfg.freeze_cnn:
         model.feature_extractor.requires_grad_(False)
-    encoder = HFEncoder(model, normalize=teacher.encoder.normalize)
+    if front_end is not None:
+        encoder = front_end.wrap(model, teacher.encoder.normalize)
+    else:
+        encoder = HFEncoder(model, normalize=teacher.encoder.normalize)
     return DistilHuBERTStudent(encoder, teacher.hidden_size, cfg.targets, cfg.cnn_grad_scale)
 
 
@@ -138,11 +144,11 @@ class DistilHuBERTMethod(DistillMethod):
         self.info = info or {}
 
     def build_model(self) -> nn.Module:
-        return build_student(self.teacher, self.cfg)
+        return build_student(self.teacher, self.cfg, self.front_end)
 
     def student_predictions(self, model, batch: Batch, teacher_layers, step):
         out, preds = model(batch.wav, batch.lengths)
-        return preds, out.frame_lengths
+        return preds, out.frame_lengths, out.hidden_states[0]
 
     def save_artifact(self, model: nn.Module, out_dir: Path) -> None:
         model.save_pretrained(out_dir, info={"teacher": self.teacher.source, **self.info})

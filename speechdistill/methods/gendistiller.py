@@ -50,10 +50,10 @@ class GenDistillerTrainer(nn.Module):
 
     def forward(
         self, wav: torch.Tensor, lengths: torch.Tensor, teacher_layers: torch.Tensor, sampling_prob: float = 0.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x0, frame_lengths = self.student.front_end(wav, lengths)
         preds = self.student.forward_train(x0, teacher_layers, frame_lengths, sampling_prob)
-        return preds, frame_lengths
+        return preds, frame_lengths, x0
 
 
 class GenDistillerMethod(DistillMethod):
@@ -79,6 +79,8 @@ class GenDistillerMethod(DistillMethod):
 
     def build_model(self) -> nn.Module:
         student = GenDistillerModel.from_teacher(self.teacher, **self.student_kwargs())
+        if self.front_end is not None:  # issue 19: cheaper front end (methods/frontend.py)
+            self.front_end.apply_gendistiller(student)
         if not self.cfg.init_from_teacher:
             student.frontend.apply(student._init_weights)
         if self.cfg.freeze_cnn:
@@ -94,8 +96,8 @@ class GenDistillerMethod(DistillMethod):
         return self.cfg.scheduled_sampling * min(1.0, step / max(1, self.total_steps))
 
     def student_predictions(self, model, batch: Batch, teacher_layers, step):
-        preds, frame_lengths = model(batch.wav, batch.lengths, torch.stack(teacher_layers, 1), self.sampling_prob(step))
-        return list(preds.unbind(1)), frame_lengths
+        preds, frame_lengths, x0 = model(batch.wav, batch.lengths, torch.stack(teacher_layers, 1), self.sampling_prob(step))
+        return list(preds.unbind(1)), frame_lengths, x0
 
     def compute_loss_eval(self, model: nn.Module, batch: Batch):
         if not self.cfg.validate_free_running:

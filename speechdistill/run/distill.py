@@ -11,6 +11,7 @@ from speechdistill.config import ConfigError, to_dict
 from speechdistill.data.dataset import DataConfig
 from speechdistill.methods.distilhubert import DistilHuBERTConfig, DistilHuBERTMethod
 from speechdistill.methods.gendistiller import GenDistillerMethodConfig
+from speechdistill.models.frontend import FrontEndConfig
 from speechdistill.train.engine import TrainConfig, TrainResult, train
 from speechdistill.train.optim import OptimConfig
 
@@ -27,6 +28,8 @@ class DistillConfig:
     out_dir: str = "runs/distill"
     distilhubert: DistilHuBERTConfig = field(default_factory=DistilHuBERTConfig)
     gendistiller: GenDistillerMethodConfig = field(default_factory=GenDistillerMethodConfig)
+    # A cheaper student front end (thin CNN, cheaper positional conv, lower frame rate), for any method.
+    frontend: FrontEndConfig = field(default_factory=FrontEndConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -34,18 +37,26 @@ class DistillConfig:
     def validate(self) -> None:
         if not self.data.train_manifest:
             raise ConfigError("data.train_manifest is required (e.g. data.train_manifest=corpus/train.jsonl)")
+        if self.frontend.changes_front_end and self.method == "distilhubert" and self.distilhubert.student_init:
+            raise ConfigError("frontend.* reshapes a front end copied from the teacher; it cannot be combined "
+                              "with distilhubert.student_init (that student keeps its own front end)")
 
 
 def build_method(cfg: DistillConfig):
     from speechdistill.models.load import load_teacher
 
+    from speechdistill.methods.frontend import build_front_end
+
     teacher = load_teacher(cfg.teacher, seed=cfg.train.seed)
     info = {"recipe": to_dict(cfg)}
     if cfg.method == "distilhubert":
-        return DistilHuBERTMethod(teacher, cfg.distilhubert, info)
-    from speechdistill.methods.gendistiller import GenDistillerMethod
+        method = DistilHuBERTMethod(teacher, cfg.distilhubert, info)
+    else:
+        from speechdistill.methods.gendistiller import GenDistillerMethod
 
-    return GenDistillerMethod(teacher, cfg.gendistiller, info, total_steps=cfg.train.steps)
+        method = GenDistillerMethod(teacher, cfg.gendistiller, info, total_steps=cfg.train.steps)
+    method.front_end = build_front_end(cfg.frontend, teacher, cfg.data.train_manifest, cfg.train.seed)
+    return method
 
 
 def run_distill(cfg: DistillConfig, resume: bool = False) -> TrainResult:

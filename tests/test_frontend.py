@@ -196,3 +196,7 @@ def test_front_end_config_errors(teacher):
             build_student(teacher, DistilHuBERTConfig(student_layers=1, targets=[4])).encoder.model
         )
     assert not np.any([FrontEndConfig().changes_front_end])
+    # A lower frame rate alone restrides the teacher's last conv layer: no calibration audio needed.
+    rate_only = FrontEnd(FrontEndConfig(frame_rate_reduction=2), teacher)
+    student = build_student(teacher, DistilHuBERTConfig(student_layers=1, targets=[4]), rate_only).encoder
+    assert student.model.feature_extractor.conv_layers[-1].conv.kernel_size == (4,)

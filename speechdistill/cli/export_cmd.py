@@ -17,9 +17,9 @@ directory (from `speechdistill finetune-ctc`, has ctc_config.json) for edge infe
 
 --format onnx writes OUT/model.onnx (fp32) and with --int8 OUT/model.int8.onnx (onnxruntime dynamic
 quantization of MatMul/Gemm, QInt8 weights; --int8-conv static adds static QDQ int8 Conv calibrated on a
-manifest, --int8-conv auto builds both and keeps the faster). The RTF of the PyTorch source and of every
-file written is measured (--speed-threads, --speed-seconds) and saved to OUT/speed.json. Inputs: waveform [batch, samples] float32 (16 kHz mono, right-padded)
-and lengths [batch] int64; outputs: hidden_states (--outputs last: [batch, frames, hidden]; all or a
+manifest, --int8-conv auto builds both and keeps the faster). The RTF of the PyTorch source and of
+every file written is measured (--speed-threads, --speed-seconds) and saved to OUT/speed.json.
+Inputs: waveform [batch, samples] float32 (16 kHz mono, right-padded) and lengths [batch] int64; outputs: hidden_states (--outputs last: [batch, frames, hidden]; all or a
 list: [batch, layers, frames, hidden]) or, with the CTC head, log_probs [batch, frames, vocab]; plus
 frame_lengths [batch] int64. Batch and time axes are dynamic; waveform normalisation (if the model
 uses it) is inside the graph. Exporter: torch.onnx TorchScript (dynamo=False), default opset 17.

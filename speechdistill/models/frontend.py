@@ -88,7 +88,7 @@ class FrontEndConfig:
     def needs_calibration(self) -> bool:
         return (bool(self.conv_channels) and self.conv_init == "id") or (
             self.changes_pos_conv and self.pos_conv_init == "fit"
-        ) or (self.frame_rate_reduction > 1 and self.conv_init == "id")
+        )
 
     @property
     def changes_pos_conv(self) -> bool:

@@ -359,7 +359,10 @@ def init_front_end(
     opts = options or PruneOptions(sketch_rows=4096)
     report = FrontEndInitReport(pos_conv_init=fe.pos_conv_init if "encoder.pos_conv_embed" in rebuilt else "teacher")
     factor = int(fe.frame_rate_reduction)
-    cnn_id = "feature_extractor" in rebuilt and (fe.conv_init == "id" or not fe.conv_channels)
+    # The CNN comes from the teacher's unless it is thinned with random weights (a lower frame rate alone
+    # only restrides the last layer, which needs no calibration).
+    cnn_from_teacher = "feature_extractor" in rebuilt and (fe.conv_init == "id" or not fe.conv_channels)
+    cnn_id = cnn_from_teacher and bool(fe.conv_channels)
     pos_fit = "encoder.pos_conv_embed" in rebuilt and fe.pos_conv_init == "fit"
     if (cnn_id or pos_fit) and not wavs:
         raise PruneError("front-end initialisation (conv_init=id / pos_conv_init=fit) needs calibration audio: "
@@ -372,7 +375,7 @@ def init_front_end(
             calib = _Calib(teacher, wavs or [np.zeros(16000, np.float32)], normalize, factor)
             report.calibration_utterances = len(wavs or [])
             targets = calib.teacher_features() if (cnn_id or pos_fit) else []
-            if cnn_id:
+            if cnn_from_teacher:
                 channels = [fe.conv_channels or c for c in teacher.config.conv_dim]
                 layers, kept_last = _thin_cnn(teacher, calib, channels, factor, opts, report)
                 student.feature_extractor.conv_layers.load_state_dict(layers.state_dict())

@@ -129,6 +129,13 @@ def resolve_source(encoder: nn.Module, source_model: str | None = None) -> _Sour
     from speechdistill.models.teacher import unwrap_teacher
 
     encoder = unwrap_teacher(encoder)
+    from speechdistill.models.frontend import ReducedRateEncoder
+
+    if isinstance(encoder, ReducedRateEncoder):
+        raise PruneError(
+            "pruning a reduced-frame-rate student (reduced_rate_encoder) is not supported: the pruned model would "
+            "lose the upsampling to the teacher's frame rate"
+        )
     if isinstance(encoder, PrunedEncoderModel):
         cfg = encoder.config
         return _Source(

@@ -151,7 +151,7 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=2.0, help="synthetic digits corpus size")
     ap.add_argument("--corpus-seed", type=int, default=1234, help="1234: the teacher's corpus (test speakers unseen)")
     ap.add_argument("--distill-steps", type=int, default=300)
-    ap.add_argument("--ctc-steps", type=int, default=400)
+    ap.add_argument("--ctc-steps", type=int, default=600)
     ap.add_argument("--ctc-val-every", type=int, default=100)
     ap.add_argument("--dev-batches", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)

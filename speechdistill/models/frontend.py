@@ -188,34 +188,45 @@ def set_pos_conv_weight(pos_conv_embed: nn.Module, weight: torch.Tensor, bias: t
 # Frame-rate reduction
 
 
-def upsample_frames(
-    x: torch.Tensor, lengths: torch.Tensor, out_lengths: torch.Tensor, out_frames: int | torch.Tensor, factor: int,
-    mode: str,
-) -> torch.Tensor:
-    """[B, T', D] at 1/factor of the output rate -> [B, out_frames, D] (per-utterance valid lengths respected).
+def upsample_plan(
+    lengths: torch.Tensor, out_frames: int | torch.Tensor, factor: int, mode: str, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Where each output frame reads the body: (low index [B, T_out], high index, weight of high or None).
 
     Output frame t sits at body position (t + 0.5) / factor - 0.5 (frame centres: body frame j covers
     output frames j*factor .. j*factor+factor-1).  ``linear`` blends the two nearest body frames,
     ``repeat`` takes the nearest; positions past an utterance's last body frame reuse it, so an output
-    frame never reads padding.  Padded output frames are zero.  Written with broadcasting and tensor sizes
-    only, so an ONNX trace keeps batch and time dynamic.
+    frame never reads padding.  Broadcasting and tensor sizes only, so an ONNX trace keeps batch and time
+    dynamic.
     """
-    d = x.shape[-1]
-    t = torch.arange(out_frames, device=x.device).to(torch.float32)[None, :]  # [1, T_out]
-    last = (lengths.to(x.device).clamp(min=1) - 1).to(torch.float32)[:, None]  # [B, 1]
+    t = torch.arange(out_frames, device=device).to(torch.float32)[None, :]  # [1, T_out]
+    last = (lengths.to(device).clamp(min=1) - 1).to(torch.float32)[:, None]  # [B, 1]
     if mode == "repeat":
-        idx = torch.minimum(torch.floor(t / factor), last).long()  # [B, T_out]
-        y = torch.gather(x, 1, idx[..., None].expand(-1, -1, d))
-    else:
-        pos = torch.minimum(((t + 0.5) / factor - 0.5).clamp(min=0.0), last)  # [B, T_out]
-        lo = torch.floor(pos)
-        w = (pos - lo)[..., None].to(x.dtype)
-        hi = torch.minimum(lo + 1, last)
-        lo_x = torch.gather(x, 1, lo.long()[..., None].expand(-1, -1, d))
-        hi_x = torch.gather(x, 1, hi.long()[..., None].expand(-1, -1, d))
-        y = lo_x * (1 - w) + hi_x * w
+        idx = torch.minimum(torch.floor(t / factor), last).long()
+        return idx, idx, None
+    pos = torch.minimum(((t + 0.5) / factor - 0.5).clamp(min=0.0), last)
+    lo = torch.floor(pos)
+    return lo.long(), torch.minimum(lo + 1, last).long(), (pos - lo)[..., None]
+
+
+def apply_upsample(x: torch.Tensor, plan, out_lengths: torch.Tensor) -> torch.Tensor:
+    """[B, T', D] -> [B, T_out, D] by ``upsample_plan``; padded output frames are zero."""
+    lo, hi, w = plan
+    d = x.shape[-1]
+    y = torch.gather(x, 1, lo[..., None].expand(-1, -1, d))
+    if w is not None:
+        w = w.to(x.dtype)
+        y = y * (1 - w) + torch.gather(x, 1, hi[..., None].expand(-1, -1, d)) * w
     valid = frame_mask(out_lengths.to(x.device), y.shape[1])
     return torch.where(valid[..., None], y, y.new_zeros(()))
+
+
+def upsample_frames(
+    x: torch.Tensor, lengths: torch.Tensor, out_lengths: torch.Tensor, out_frames: int | torch.Tensor, factor: int,
+    mode: str,
+) -> torch.Tensor:
+    """[B, T', D] at 1/factor of the output rate -> [B, out_frames, D] (see ``upsample_plan``)."""
+    return apply_upsample(x, upsample_plan(lengths, out_frames, factor, mode, x.device), out_lengths)
 
 
 class ReducedRateEncoderConfig(PretrainedConfig):
@@ -321,13 +332,11 @@ class ReducedRateEncoder(PreTrainedModel):
         # The longest utterance's frames (a tensor, not a Python int: the ONNX trace keeps time dynamic); only
         # a batch padded past its longest utterance gets fewer padding frames than the teacher would.
         out_frames = out_lengths.max()
-        factor, mode = int(self.config.factor), self.config.upsample
-
-        def up(x: torch.Tensor) -> torch.Tensor:
-            return upsample_frames(x, body.frame_lengths, out_lengths, out_frames, factor, mode)
-
-        states = tuple(up(h) for h in body.hidden_states)
-        last = None if body.last_hidden_state is None else up(body.last_hidden_state)
+        plan = upsample_plan(body.frame_lengths, out_frames, int(self.config.factor), self.config.upsample, wav.device)
+        states = tuple(apply_upsample(h, plan, out_lengths) for h in body.hidden_states)
+        last = body.last_hidden_state
+        if last is not None:  # post-LN models: the last state itself, upsampled once
+            last = states[-1] if last is body.hidden_states[-1] else apply_upsample(last, plan, out_lengths)
         return EncoderOutput(states, out_lengths, last)
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None, upto_layer: int | None = None):

@@ -16,7 +16,9 @@ Flynn et al., arXiv 2406.00061 (STAT, for BERT), adapted to speech encoders.  ``
    attention's T^2 terms use the real calibration lengths).  Reference ("error_norm"):
    ``residual`` (default, our design) = norm of the residual stream the module's output is added
    to, so modules that barely move the stream give up more units; ``module`` = the module's own
-   output norm.  CNN layers have no residual stream and always use their own norm.
+   output norm.  CNN layers have no residual stream and always use their own norm, so with ``prune_cnn``
+   the two scales do not compare: by default (``cnn_budget="search"``) the budget is split per group
+   instead, by measuring candidate splits (``_search_cnn_split``).
 4. ``_apply_ffn`` / ``_apply_heads`` / ``_apply_cnn``, then ``_build_pruned``: FFN W1, b1 = kept rows, W2 <- W2 T^T (interpolation matrix in original order, so
    Z ≈ Z[:, kept] T), b2 unchanged; heads: q/k/v rows of kept heads, W_O <- W_O[:, kept] +
    W_O[:, elim] X^T with X the least-squares fit C_elim ≈ C_kept X; CNN: kept output channels
@@ -522,7 +524,8 @@ def _search_cnn_split(
             counts[i] = k
         return counts
 
-    refs = [hf_encode(src.hf, w, n, normalize=src.normalize).hidden_states[-1] for w, n in batches]
+    with torch.no_grad():
+        refs = [hf_encode(src.hf, w, n, normalize=src.normalize).hidden_states[-1] for w, n in batches]
     tried: list[dict] = []
     best = None
     seen: set[tuple[int, ...]] = set()

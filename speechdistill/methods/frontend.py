@@ -42,7 +42,14 @@ class FrontEnd:
                 f"a cheaper front end is initialised from a HuBERT/WavLM/wav2vec 2.0 teacher; "
                 f"{type(teacher.encoder).__name__} has no such front end"
             ) from None
-        self.overrides = front_end_overrides(self.teacher_hf.config, cfg)
+        try:
+            self.overrides = front_end_overrides(self.teacher_hf.config, cfg)
+        except ValueError as e:  # a shape this teacher cannot take: a config problem, named as such
+            raise ConfigError(str(e)) from None
+        widest = min(int(c) for c in self.teacher_hf.config.conv_dim)
+        if cfg.conv_init == "id" and cfg.conv_channels > widest:
+            raise ConfigError(f"frontend.conv_channels={cfg.conv_channels}: channel selection can only thin the "
+                              f"teacher's CNN ({widest} channels); use conv_init=random for a wider one")
 
     @property
     def trains(self) -> bool:

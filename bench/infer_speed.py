@@ -6,6 +6,18 @@ Models (random weights; speed and memory do not depend on the values):
 - ``distilhubert``: the same front end + 2 transformer layers (DistilHuBERT shape, copied from the teacher)
 - ``gendistiller``: ``GenDistillerModel.from_teacher(teacher)`` at Base shape (1 shared decoder block,
   3 generation steps unrolled with the KV cache)
+- ``edge_hubert_base`` / ``edge_wavlm_base_plus``: the edge presets, built exactly as their distillation recipes
+  (``speechdistill/recipes/distill/edge_*.yaml``: layers, thin CNN, cheaper positional conv, frame rate) build
+  the student, with random front-end weights (speed does not depend on them).  ``NAME+cnn``, ``NAME+pos``,
+  ``NAME+rate`` are the same student with only that one front-end change (ablation rows; ``--ablations``
+  adds them).
+
+Backends: ``torch-fp32``, ``onnx-fp32``, ``onnx-int8`` (dynamic int8 MatMul/Gemm, the export default) and
+``onnx-int8-static`` (the same plus static QDQ int8 Conv, calibrated on synthetic audio).
+
+MACs per row: ``torch.utils.flop_counter`` over the forward pass actually run, plus the attention scores and
+context of ``scaled_dot_product_attention`` (2 x B x heads x T_q x T_k x head_dim MACs), which the counter
+does not count on CPU (our formula, registered for ``aten._scaled_dot_product_flash_attention_for_cpu``).
 
 Each (model, backend, threads, input length) runs in its OWN child process, so nothing (allocator
 caches, thread pools, another backend's libraries) leaks between configurations.  The child reports:
@@ -45,8 +57,12 @@ from speechdistill import SAMPLE_RATE
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "out"
-ALL_MODELS = ("teacher", "distilhubert", "gendistiller")
-ALL_BACKENDS = ("torch-fp32", "onnx-fp32", "onnx-int8")
+ALL_MODELS = ("teacher", "distilhubert", "gendistiller", "edge_hubert_base")
+ALL_BACKENDS = ("torch-fp32", "onnx-fp32", "onnx-int8", "onnx-int8-static")
+DEFAULT_BACKENDS = ("torch-fp32", "onnx-fp32", "onnx-int8")
+EDGE_PREFIX = "edge_"
+ABLATIONS = {"cnn": ("conv_channels",), "pos": ("pos_conv_kernel", "pos_conv_groups"), "rate": ("frame_rate_reduction",)}
+ONNX_FILES = {"onnx-fp32": "model.onnx", "onnx-int8": "model.int8.onnx", "onnx-int8-static": "static/model.int8.onnx"}
 
 
 @dataclass
@@ -134,23 +150,106 @@ def run_job(job: Job) -> dict:
 
 
 # ----------------------------------------------------------------------------------------- parent
+def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of the CPU flash-attention kernel: Q K^T and softmax(.) V, 2 FLOPs per MAC."""
+    b, h, tq, d = query_shape
+    return 2 * b * h * tq * key_shape[-2] * d + 2 * b * h * tq * key_shape[-2] * value_shape[-1]
+
+
+def count_macs(model, seconds: float) -> int:
+    """MACs of one forward pass on ``seconds`` of audio (see the module doc)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    wav = torch.zeros(1, int(seconds * SAMPLE_RATE))
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        model.encode(wav)
+    return counter.get_total_flops() // 2
+
+
+def edge_student(name: str, teacher, family: str):
+    """The student a distillation recipe ``edge_*`` (optionally ``+cnn``/``+pos``/``+rate``: that change only)
+    builds from ``teacher``, with random front-end weights."""
+    from dataclasses import replace
+
+    from speechdistill.config import ConfigError, load_config
+    from speechdistill.methods.distilhubert import build_student
+    from speechdistill.methods.frontend import FrontEnd
+    from speechdistill.models.edge_frontend import FrontEndConfig
+    from speechdistill.models.teacher import Teacher
+    from speechdistill.run.distill import DistillConfig
+
+    recipe, _, only = name.partition("+")
+    try:
+        cfg = load_config(DistillConfig, recipe, command="distill", validate=False)
+    except ConfigError as e:
+        raise SystemExit(f"{name}: {e}") from None
+    if (("wavlm" in recipe) != (family == "wavlm")):
+        raise SystemExit(f"{name} is a {('wavlm' if 'wavlm' in recipe else 'hubert')} preset: run it with "
+                         f"--family {'wavlm' if 'wavlm' in recipe else 'hubert'}")
+    if cfg.method != "distilhubert":
+        raise SystemExit(f"{name}: the bench builds distilhubert edge presets (recipe method {cfg.method})")
+    fe = replace(cfg.frontend, conv_init="random", pos_conv_init="random")
+    if only:
+        if only not in ABLATIONS:
+            raise SystemExit(f"{name}: unknown ablation {only!r}; choose from {', '.join(ABLATIONS)}")
+        default = FrontEndConfig()
+        keep = ABLATIONS[only]
+        fe = replace(fe, **{k: getattr(default, k) for k in ("conv_channels", "pos_conv_kernel", "pos_conv_groups",
+                                                               "frame_rate_reduction") if k not in keep})
+    t = Teacher(teacher, source="random")
+    front = FrontEnd(fe, t) if fe.changes_front_end else None
+    return build_student(t, cfg.distilhubert, front)[0].encoder.eval()
+
+
+def _calibration_manifest(work: Path) -> Path:
+    """Synthetic calibration audio (tones and noise) for the static int8 variant of the bench models."""
+    import numpy as np
+
+    from speechdistill.data.audio import write_audio
+    from speechdistill.data.manifest import Utterance, write_manifest
+
+    d = work / "calib"
+    manifest = d / "calib.jsonl"
+    if manifest.is_file():
+        return manifest
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    t = np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE
+    utts = []
+    for i in range(16):
+        f = rng.uniform(100, 400, size=3)
+        wav = sum(np.sin(2 * np.pi * fi * t * (1 + 0.1 * np.sin(t * (j + 1)))) for j, fi in enumerate(f))
+        wav = (0.2 * wav / 3 + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+        p = d / f"c{i:02d}.wav"
+        write_audio(str(p), wav)
+        utts.append(Utterance(f"c{i:02d}", str(p), len(wav), SAMPLE_RATE))
+    write_manifest(manifest, utts)
+    return manifest
+
+
 def build_models(
-    work: Path, family: str, models: list[str], backends: list[str], reuse: bool
+    work: Path, family: str, models: list[str], backends: list[str], reuse: bool, inputs: list[float],
 ) -> dict[str, dict]:
     """Save each model (PyTorch dir) and export ONNX fp32/int8 through the project's exporter."""
     import logging
+    from dataclasses import replace
 
     import torch
 
-    from speechdistill.export.onnx_export import INT8_NAME, OnnxExportOptions, export_onnx
+    from speechdistill.export.onnx_export import OnnxExportOptions, export_onnx
+    from speechdistill.export.onnx_speed import SpeedOptions
     from speechdistill.export.parity import ParityOptions
     from speechdistill.models.encoder import HFEncoder
     from speechdistill.models.factory import base_config, build_encoder
+    from speechdistill.models.load import load_encoder
 
     logging.getLogger("speechdistill").setLevel(logging.WARNING)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     want_onnx = any(b.startswith("onnx") for b in backends)
-    want_int8 = "onnx-int8" in backends
+    want_int8 = any(b.startswith("onnx-int8") for b in backends)
+    want_static = "onnx-int8-static" in backends
     info: dict[str, dict] = {}
     teacher = None
 
@@ -166,7 +265,8 @@ def build_models(
         done = (
             (torch_dir / "config.json").is_file()
             and (not want_onnx or (onnx_dir / "model.onnx").is_file())
-            and (not want_int8 or (onnx_dir / INT8_NAME).is_file())
+            and (not want_int8 or (onnx_dir / ONNX_FILES["onnx-int8"]).is_file())
+            and (not want_static or (onnx_dir / ONNX_FILES["onnx-int8-static"]).is_file())
         )
         if not (reuse and done):
             t0 = time.time()
@@ -183,32 +283,38 @@ def build_models(
 
                 torch.manual_seed(0)
                 model = GenDistillerModel.from_teacher(get_teacher()).eval()
+            elif name.startswith(EDGE_PREFIX):
+                torch.manual_seed(0)
+                model = edge_student(name, get_teacher(), family)
             else:
-                raise SystemExit(f"unknown model {name!r}; choose from {', '.join(ALL_MODELS)}")
+                raise SystemExit(f"unknown model {name!r}; choose from {', '.join(ALL_MODELS)} (or edge_*+cnn|pos|rate)")
             model.save_pretrained(torch_dir)
             if want_onnx:
-                # A short parity check keeps the bench from timing a broken export.
-                export_onnx(
-                    torch_dir,
-                    onnx_dir,
-                    OnnxExportOptions(int8=want_int8, parity=ParityOptions(lengths_s=(1.3,))),
-                )
+                # A short parity check keeps the bench from timing a broken export; speed is timed here, not there.
+                options = OnnxExportOptions(int8=want_int8, parity=ParityOptions(lengths_s=(1.3,)),
+                                            speed=SpeedOptions(enabled=False))
+                export_onnx(torch_dir, onnx_dir, options)
+                if want_static:
+                    export_onnx(torch_dir, onnx_dir / "static", replace(
+                        options, int8_conv="static", int8_calib_manifest=str(_calibration_manifest(work)),
+                        int8_calib_utterances=16))
             print(f"[prepare] {name}: built and exported in {time.time() - t0:.0f} s", file=sys.stderr)
         params = _count_params(torch_dir)
+        loaded = load_encoder(torch_dir).eval()
         info[name] = {
             "torch": str(torch_dir),
-            "onnx-fp32": str(onnx_dir / "model.onnx"),
-            "onnx-int8": str(onnx_dir / INT8_NAME),
+            **{b: str(onnx_dir / f) for b, f in ONNX_FILES.items()},
             "params_m": params / 1e6,
+            "macs": {f"{s:g}": count_macs(loaded, s) for s in inputs},
             "bytes": {
                 k: _size(Path(p))
                 for k, p in (
                     ("torch-fp32", torch_dir / "model.safetensors"),
-                    ("onnx-fp32", onnx_dir / "model.onnx"),
-                    ("onnx-int8", onnx_dir / INT8_NAME),
+                    *((b, onnx_dir / f) for b, f in ONNX_FILES.items()),
                 )
             },
         }
+        del loaded
     return info
 
 
@@ -276,10 +382,11 @@ def _fmt(v, spec: str) -> str:
 def markdown(meta: dict, info: dict, results: list[dict]) -> str:
     legend = (
         "- RTF = compute seconds / audio seconds (lower is faster); speed-up = teacher PyTorch fp32 RTF / RTF"
-        " (same threads and input); peak RSS = child VmHWM; model+act = peak RSS - peak RSS after imports"
+        " (same threads and input); peak RSS = child VmHWM; model+act = peak RSS - peak RSS after imports;"
+        " GMACs = one forward pass on the input (flop counter + SDPA scores and context)"
     )
     header = (
-        "| model | params M | backend | file MB | threads | input s | RTF"
+        "| model | params M | GMACs | backend | file MB | threads | input s | RTF"
         " | speed-up vs teacher (PyTorch fp32) | vs teacher same backend"
         " | peak RSS MB | model+act MB | peak vs teacher |"
     )
@@ -290,18 +397,19 @@ def markdown(meta: dict, info: dict, results: list[dict]) -> str:
         f"- torch {meta['torch']}, onnxruntime {meta['onnxruntime']}, "
         + f"speechdistill {meta['speechdistill']}, {meta['date']}",
         f"- batch 1, {meta['warmup']} warm-up + median of {meta['repeats']} timed forwards; "
-        + "each row a fresh process",
+        + f"each row a fresh process; {meta.get('rounds', 1)} interleaved round(s), median round kept",
         legend,
         "",
         header,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         mi = info.get(r["model"], {})
         size = (mi.get("bytes") or {}).get(r["backend"])
+        macs = (mi.get("macs") or {}).get(f"{r['seconds']:g}")
         head = (
-            f"| {r['model']} | {_fmt(mi.get('params_m'), '.1f')} | {r['backend']} | "
-            f"{_fmt(size / 1e6 if size else None, '.0f')} | {r['threads']} | {r['seconds']:g} |"
+            f"| {r['model']} | {_fmt(mi.get('params_m'), '.1f')} | {_fmt(macs / 1e9 if macs else None, '.2f')} | "
+            f"{r['backend']} | {_fmt(size / 1e6 if size else None, '.0f')} | {r['threads']} | {r['seconds']:g} |"
         )
         if "error" in r:
             lines.append(head + f" error: {r['error']} | | | | | |")
@@ -338,6 +446,7 @@ def machine_meta(args) -> dict:
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "repeats": args.repeats,
         "warmup": args.warmup,
+        "rounds": args.rounds,
         "family": args.family,
         "memory_method": "peak RSS (VmHWM) of each child process; baseline = VmHWM after imports",
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
@@ -350,9 +459,13 @@ def _csv(text: str, cast=str) -> list:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default=",".join(ALL_MODELS), help="comma list of " + ", ".join(ALL_MODELS))
+    p.add_argument("--models", default=",".join(ALL_MODELS),
+                   help="comma list of " + ", ".join(ALL_MODELS) + " (any edge_* recipe; edge_X+cnn|pos|rate: "
+                   "that front-end change alone)")
+    p.add_argument("--ablations", action="store_true",
+                   help="also run every edge_* model with each front-end change alone (+cnn, +pos, +rate)")
     p.add_argument(
-        "--backends", default=",".join(ALL_BACKENDS), help="comma list of " + ", ".join(ALL_BACKENDS)
+        "--backends", default=",".join(DEFAULT_BACKENDS), help="comma list of " + ", ".join(ALL_BACKENDS)
     )
     p.add_argument("--threads", default="1,2", help="comma list of thread counts (default 1,2)")
     p.add_argument("--inputs", default="10,30", help="comma list of input lengths in seconds (default 10,30)")
@@ -360,6 +473,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--repeats", type=int, default=3, help="timed forwards per configuration (median; default 3)"
     )
     p.add_argument("--warmup", type=int, default=1, help="untimed forwards first (default 1)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run every row this many times, interleaved with the others; keep the median round")
     p.add_argument(
         "--family", default="hubert", choices=["hubert", "wavlm"], help="teacher family (default hubert)"
     )
@@ -395,25 +510,36 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         raise SystemExit(f"unknown backend(s) {bad}; choose from {', '.join(ALL_BACKENDS)}")
     threads, inputs = _csv(args.threads, int), _csv(args.inputs, float)
+    if args.ablations:
+        models += [f"{m}+{a}" for m in list(models) if m.startswith(EDGE_PREFIX) and "+" not in m for a in ABLATIONS]
     if "teacher" not in models:
         print("note: without the teacher no ratios can be computed", file=sys.stderr)
     meta = machine_meta(args)
-    info = build_models(Path(args.work_dir), args.family, models, backends, args.reuse_models)
+    info = build_models(Path(args.work_dir), args.family, models, backends, args.reuse_models, inputs)
     results = []
     for seconds in inputs:
         for th in threads:
-            for name in models:
-                for backend in backends:
-                    path = info[name]["torch" if backend == "torch-fp32" else backend]
-                    job = Job(name, backend, th, seconds, args.repeats, args.warmup, path)
-                    t0 = time.time()
-                    r = run_child(job, args.timeout)
-                    msg = r.get("error") or f"RTF {r['rtf']:.4f}, peak {r['peak_rss_mb']:.0f} MB"
-                    print(
-                        f"[run] {name} {backend} threads={th} {seconds:g}s: {msg} ({time.time() - t0:.0f} s)",
-                        file=sys.stderr,
-                    )
-                    results.append(r)
+            # Rounds interleave the rows of one (input, threads) group, so a burst of load from other processes
+            # hits teacher and students alike; each row keeps its median-RTF round.
+            rounds: dict[tuple[str, str], list[dict]] = {}
+            for rnd in range(args.rounds):
+                for name in models:
+                    for backend in backends:
+                        path = info[name]["torch" if backend == "torch-fp32" else backend]
+                        job = Job(name, backend, th, seconds, args.repeats, args.warmup, path)
+                        t0 = time.time()
+                        r = run_child(job, args.timeout)
+                        r["load_avg_1min"] = os.getloadavg()[0]
+                        msg = r.get("error") or f"RTF {r['rtf']:.4f}, peak {r['peak_rss_mb']:.0f} MB"
+                        print(f"[run {rnd + 1}/{args.rounds}] {name} {backend} threads={th} {seconds:g}s: {msg} "
+                              f"({time.time() - t0:.0f} s, load {r['load_avg_1min']:.1f})", file=sys.stderr)
+                        rounds.setdefault((name, backend), []).append(r)
+            for (name, backend), rs in rounds.items():
+                ok = sorted((r for r in rs if "rtf" in r), key=lambda r: r["rtf"])
+                r = ok[(len(ok) - 1) // 2] if ok else rs[0]
+                r["rtf_rounds"] = [x.get("rtf") for x in rs]
+                r["macs"] = info[name]["macs"].get(f"{seconds:g}")
+                results.append(r)
     add_ratios(results)
     md = markdown(meta, info, results)
     payload = {"meta": meta, "models": info, "results": results}

@@ -11,8 +11,14 @@ Part 2 (--base): prune a HuBERT-Base-shaped model (random weights) with N x 10 s
 utterances at keep-macs 0.5 through the CLI, timing it with peak memory (time and cost do not depend
 on the weights' values).
 
+Part 3 (--cnn-check): STAT with --prune-cnn against transformer-only STAT at the same MAC budgets
+(--cnn-keeps, default 0.5 and 0.35), on the same data as part 1: the CNN/transformer budget split found by
+the search (default), the single global threshold it replaces, and transformer-only STAT (at its floor
+when a budget is below what an unpruned CNN allows).  Writes OUT/cnn_check.md/json.
+
   python bench/prune.py --out bench/out/prune
   python bench/prune.py --out bench/out/prune --skip-quality --base --base-utts 256
+  python bench/prune.py --out bench/out/prune --skip-quality --cnn-check
 """
 
 from __future__ import annotations
@@ -100,6 +106,72 @@ def quality(args, out: Path) -> list[dict]:
     return rows
 
 
+def cnn_check(args, out: Path) -> list[dict]:
+    """Part 3: --prune-cnn (search, global) vs transformer-only STAT at the same budgets."""
+    import torch
+
+    from speechdistill.asr.ctc_model import CTCModel
+    from speechdistill.asr.evaluate import evaluate_model
+    from speechdistill.data.dataset import build_eval_loader
+    from speechdistill.data.synth.corpus import synthesize_corpus
+    from speechdistill.prune import PruneError, PruneOptions, prune_model
+    from speechdistill.prune.calib import load_calibration_audio, make_batches
+
+    torch.set_num_threads(args.threads)
+    corpus = out / "corpus"
+    if not (corpus / "test.jsonl").is_file():
+        synthesize_corpus(corpus, 2.0, seed=1234, text="digits")
+    dev, test = str(corpus / "dev.jsonl"), str(corpus / "test.jsonl")
+    base_enc = CTCModel.from_pretrained("builtin:reference").eval().encoder
+    wavs = load_calibration_audio(dev, args.num_calib, None, 0)
+    test_batches = list(build_eval_loader(test, max_batch_seconds=60, max_batch_size=16))
+    variants = [("stat (transformer only)", PruneOptions(seed=0)),
+                ("stat --prune-cnn (budget search)", PruneOptions(seed=0, prune_cnn=True)),
+                ("stat --prune-cnn (one global threshold)", PruneOptions(seed=0, prune_cnn=True, cnn_budget="global"))]
+    rows = []
+    for keep in args.cnn_keeps:
+        for name, opts in variants:
+            target = keep
+            t0 = time.perf_counter()
+            try:
+                pruned, rep = prune_model(base_enc, make_batches(wavs, 40.0), "stat", target, options=opts)
+            except PruneError:
+                if opts.prune_cnn:
+                    raise
+                # Below the transformer-only floor: report transformer-only STAT at its smallest reachable model.
+                floor = _transformer_floor(base_enc, wavs)
+                target = floor
+                pruned, rep = prune_model(base_enc, make_batches(wavs, 40.0), "stat", target, options=opts)
+            secs = time.perf_counter() - t0
+            model = CTCModel.from_pretrained("builtin:reference").eval()
+            model.encoder = pruned.eval()
+            ev = evaluate_model(model, test, out / "eval_cnn" / f"{name.split()[0]}_{keep}_{len(rows)}",
+                                threads=args.threads)
+            search = rep.get("cnn_budget_search") or {}
+            row = {"variant": name, "keep_target": keep, "keep_macs_target_run": target,
+                   "keep_macs_achieved": rep["keep_macs_achieved"], "conv_dims": rep["conv_dims"],
+                   "cnn_fraction": search.get("chosen_cnn_fraction"),
+                   "cosine": last_layer_cosine(base_enc, pruned, test_batches), "wer": ev["wer"], "cer": ev["cer"],
+                   "prune_seconds": secs, "params": sum(p.numel() for p in pruned.parameters())}
+            rows.append(row)
+            print(f"{name} keep {keep}: achieved {row['keep_macs_achieved']:.3f}, cos {row['cosine']:.4f}, "
+                  f"WER {row['wer']:.3f}", file=sys.stderr)
+    return rows
+
+
+def _transformer_floor(enc, wavs) -> float:
+    """The smallest keep ratio transformer-only STAT reaches over these calibration lengths (one head and
+    8 neurons per layer; the CNN, projection and positional conv whole)."""
+    from dataclasses import replace
+
+    from speechdistill.prune.budget import shape_macs_for_lengths, shape_of_model
+
+    shape = shape_of_model(enc)
+    lengths = [len(w) for w in wavs]
+    smallest = replace(shape, num_heads=[1] * shape.num_layers, intermediate_sizes=[8] * shape.num_layers)
+    return shape_macs_for_lengths(smallest, lengths).total / shape_macs_for_lengths(shape, lengths).total + 1e-6
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -179,6 +251,8 @@ def main() -> None:
     ap.add_argument("--base", action="store_true", help="run part 2 (HuBERT-Base-shaped cost)")
     ap.add_argument("--base-utts", type=int, default=256, help="10 s calibration utterances for part 2")
     ap.add_argument("--base-threads", type=int, default=2, help="threads for part 2")
+    ap.add_argument("--cnn-check", action="store_true", help="run part 3 (--prune-cnn vs transformer-only)")
+    ap.add_argument("--cnn-keeps", type=float, nargs="+", default=[0.5, 0.35], help="MAC budgets for part 3")
     args = ap.parse_args()
 
     from speechdistill.utils.logging import setup_logging
@@ -200,6 +274,19 @@ def main() -> None:
         md = "\n".join(lines)
         print(md)
         (out / "prune.md").write_text(md + "\n")
+    if args.cnn_check:
+        rows = cnn_check(args, out)
+        result["cnn_check"] = rows
+        lines = ["| budget (keep MACs) | variant | MACs kept | CNN channels | CNN MACs kept | last-layer cos | WER | CER |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            frac = "–" if r["cnn_fraction"] is None else f"{r['cnn_fraction']:g}"
+            lines.append(f"| {r['keep_target']:g} | {r['variant']} | {r['keep_macs_achieved']:.3f} | "
+                         f"{r['conv_dims']} | {frac} | {r['cosine']:.4f} | {r['wer']:.3f} | {r['cer']:.3f} |")
+        md = "\n".join(lines)
+        print(md)
+        (out / "cnn_check.md").write_text(md + "\n")
+        (out / "cnn_check.json").write_text(json.dumps(rows, indent=2))
     if args.base:
         result["base"] = base_cost(args, out)
         print(json.dumps(result["base"], indent=2))

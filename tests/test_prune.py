@@ -201,6 +201,34 @@ def test_prune_cnn_keeps_budget_and_group_norm_model_runs():
         prune_model(layer_norm_cnn, calib_batches(), "stat", 0.8, options=PruneOptions(prune_cnn=True))
 
 
+def test_prune_cnn_budget_search_is_never_worse_than_transformer_only_stat():
+    from speechdistill.prune.stat import _last_state_error, _search_batches
+
+    # CNN about a third of the MACs: the transformer-only floor is near 0.4.
+    enc = tiny_encoder("hubert", num_layers=2, seed=2, conv_dim=12, hidden_size=48, intermediate_size=192)
+    search_batches = _search_batches(calib_batches(), 4)
+    refs = [enc.encode(w, n).hidden_states[-1] for w, n in search_batches]
+    t_only, _ = prune_model(enc, calib_batches(), "stat", 0.6, options=PruneOptions(sketch_rows=0))
+    _, rep1 = prune_model(enc, calib_batches(), "stat", 0.6, options=PruneOptions(prune_cnn=True, sketch_rows=0))
+    search = rep1["cnn_budget_search"]
+    assert rep1["keep_macs_achieved"] <= 0.6 + 1e-9 and search["search_utterances"] == 4
+    tried = {c["cnn_fraction"]: c for c in search["candidates"] if c["reachable"]}
+    # Keeping the whole CNN is a candidate, and it is transformer-only STAT exactly.
+    err0 = _last_state_error(t_only.model, False, search_batches, refs)
+    assert tried[1.0]["last_state_rel_error"] == pytest.approx(err0, rel=1e-6)
+    assert search["chosen_last_state_rel_error"] <= err0 + 1e-12
+    assert len(tried) >= 3  # several CNN/transformer splits were measured
+    # Below what an unpruned CNN allows only CNN-pruning candidates remain, and one is chosen.
+    with pytest.raises(PruneError, match="below what this model can reach"):
+        prune_model(enc, calib_batches(), "stat", 0.35, options=PruneOptions(sketch_rows=0))
+    _, rep2 = prune_model(enc, calib_batches(), "stat", 0.35, options=PruneOptions(prune_cnn=True, sketch_rows=0))
+    assert rep2["cnn_budget_search"]["chosen_cnn_fraction"] < 1.0 and rep2["keep_macs_achieved"] <= 0.35 + 1e-9
+    # The single global threshold is still available (and differs from the search here).
+    _, rep3 = prune_model(enc, calib_batches(), "stat", 0.6,
+                          options=PruneOptions(prune_cnn=True, sketch_rows=0, cnn_budget="global"))
+    assert "cnn_budget_search" not in rep3
+
+
 def test_wavlm_pruned_heads_index_the_shared_bias_by_original_head_id():
     enc = tiny_encoder("wavlm", num_layers=2, seed=4)
     stock = enc.model

@@ -25,7 +25,7 @@ SHORTEN = {
                 "data.max_dev_batches=1", "train.val_every=0", "train.save_every=0", "train.progress=false"],
     "finetune-ctc": ["--steps", "2", "--max-batch-seconds", "8", "--lstm-layers", "1", "train.progress=false"],
     "prune": ["--num-calib", "4", "--sketch-rows", "0"],
-    "export": ["--parity-lengths", "0.7,1.3", "--threads", "1"],
+    "export": ["--parity-lengths", "0.7,1.3", "--threads", "1", "--speed-seconds", "1"],
     "synth": ["--hours", "0.005", "--test-utterances", "6", "--test-speakers", "3", "--num-workers", "1",
               "--no-progress"],
     "compare": ["seeds=1", "asr.max_steps=2", "asr.val_every=1", "utterance.max_steps=2", "utterance.val_every=1",
@@ -95,6 +95,10 @@ def test_readme_commands_run_as_written(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "gen_onnx" / "model.int8.onnx").is_file()
     assert (tmp_path / "runs" / "pruned" / "prune_report.json").is_file()
     assert (tmp_path / "runs" / "cmp" / "compare.json").is_file()
+    import json
+
+    onnx_eval = json.loads((tmp_path / "runs" / "gen_asr_onnx" / "test" / "report.json").read_text())
+    assert onnx_eval["backend"] == "onnxruntime" and onnx_eval["precision"] == "int8"
 
 
 def _repeat(previous: list[str], line: list[str]) -> list[str]:

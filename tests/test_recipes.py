@@ -43,11 +43,14 @@ def tiny_overrides(command: str, name: str, out, corpus, models, units) -> list[
                "masked_units.num_layers=2", "masked_units.hidden_size=16", "masked_units.num_attention_heads=2",
                "masked_units.intermediate_size=32", "masked_prediction.final_dim=8",
                f"masked_prediction.labels={units['train']}", f"masked_prediction.dev_labels={units['dev']}"]
+        # Edge recipes thin the teacher's front end: widths that fit the tiny teacher (CNN 16, hidden 32).
+        edge = ["frontend.conv_channels=8", "frontend.pos_conv_groups=32", "frontend.pos_conv_kernel=8",
+                "frontend.num_calib=4"] if "edge" in name else []
         stages = (["curriculum.stages=[{student_layer: 1, teacher_layer: 1, steps: 1}]", "train.steps=2"]
                   if "curriculum" in name else [])
         return [f"teacher={teacher}", f"out_dir={out}", "distilhubert.targets=[2,4]", "gendistiller.targets=[2,4]",
                 "gendistiller.decoder_heads=4", "gendistiller.decoder_ffn_dim=32", "data.crop_seconds=0.5", *wid,
-                *data, *train, *stages]
+                *data, *train, *stages, *edge]
     if command == "units":
         return ["teacher=tiny:hubert", "layer=2", "k=4", f"manifest={corpus['dev']}", f"out={out}", "fit_n_init=1",
                 "fit_max_frames=2000", "progress=false", "device=cpu", "num_workers=0"]

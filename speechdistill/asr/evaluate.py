@@ -75,8 +75,9 @@ def evaluate_model(
     lm=None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Decode ``manifest`` with ``model`` (a CTCModel or its directory); write report.json and
-    hypotheses.jsonl to ``out_dir`` (if given) and return the report.
+    """Decode ``manifest`` with ``model`` (a CTCModel, its directory, or an exported ``.onnx`` CTC model with
+    vocab.json beside it, run by onnxruntime); write report.json and hypotheses.jsonl to ``out_dir`` (if
+    given) and return the report.
 
     ``threads``: torch intra-op threads for the run (restored afterwards); None keeps the current
     setting. ``max_batch_size`` defaults to 1 on CPU (padding would inflate the RTF) and 16 on GPU.
@@ -91,9 +92,16 @@ def evaluate_model(
         raise ConfigError(f"threads={threads}: must be >= 1 (or None for torch's current setting)")
     dev = resolve_device(device)
     model_path = None
+    backend = "torch"
     if not isinstance(model, CTCModel):
         model_path = str(model)
-        model = CTCModel.from_pretrained(model)
+        if model_path.endswith(".onnx"):
+            from speechdistill.export.onnx_ctc import OnnxCTCModel
+
+            model = OnnxCTCModel(model_path, threads=threads or 0)
+            backend = "onnxruntime"
+        else:
+            model = CTCModel.from_pretrained(model)
     model = model.to(dev).eval()
     if max_batch_size is None:
         max_batch_size = 1 if dev.type == "cpu" else 16
@@ -166,7 +174,8 @@ def evaluate_model(
         raise BadInputError(f"{manifest}: no utterance could be evaluated (all skipped?)")
     rates = error_rates(refs, hyps)
     params = model.num_parameters()
-    macs = ctc_macs_per_second(model)
+    # FlopCounterMode sees only PyTorch ops: an ONNX file's MACs are those of its PyTorch source.
+    macs = ctc_macs_per_second(model) if backend == "torch" else {"encoder": None, "total": None}
     skipped = [{"path": p, "reason": r} for p, r in loader.skipped]
     report: dict[str, Any] = {
         "model": model_path or model.encoder_source,
@@ -188,6 +197,7 @@ def evaluate_model(
         "params_total": params["total"],
         "encoder_macs_per_second": macs["encoder"],
         "total_macs_per_second": macs["total"],
+        "backend": backend,
         "rtf": compute_seconds / max(audio_seconds, 1e-9),
         "processing_seconds": compute_seconds,
         "load_seconds": load_seconds,
@@ -201,6 +211,10 @@ def evaluate_model(
         "skipped_files": skipped,
         "long_audio": {"max_seconds": max_seconds, "policy": on_long_audio, "chunked": chunked},
     }
+    if backend == "onnxruntime":
+        report["model_file_mb"] = model.file_mb
+        report["precision"] = model.metadata.get("precision", "")
+        report["threads"] = threads or 0  # onnxruntime intra-op threads (0 = its default)
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -277,9 +291,13 @@ def format_report(report: dict[str, Any]) -> str:
         ("WER", f"{100 * report['wer']:.2f} %  ({report['word_errors']}/{report['ref_words']} words)"),
         ("CER", f"{100 * report['cer']:.2f} %  ({report['char_errors']}/{report['ref_chars']} chars)"),
         ("utterances", f"{report['num_utterances']} ({report['audio_hours']:.3f} h audio)"),
-        ("params", f"encoder {params['encoder'] / 1e6:.2f} M, total {params['total'] / 1e6:.2f} M"),
+        ("params", f"encoder {params['encoder'] / 1e6:.2f} M, total {params['total'] / 1e6:.2f} M"
+         if report.get("backend", "torch") == "torch" else
+         f"{params['total'] / 1e6:.2f} M weights in the file ({report.get('precision', '')}, "
+         f"{report.get('model_file_mb', 0):.1f} MB, onnxruntime)"),
         ("MACs", (f"encoder {report['encoder_macs_per_second'] / 1e9:.3f} G, total "
-                  f"{report['total_macs_per_second'] / 1e9:.3f} G per second of audio")),
+                  f"{report['total_macs_per_second'] / 1e9:.3f} G per second of audio")
+         if report.get("total_macs_per_second") is not None else "not counted for an ONNX file (see its source)"),
         ("decoding", report["decoding"]),
         ("RTF", (f"{report['rtf']:.4f} ({report['threads']} thread(s), {report['device']}, "
                  f"batch <= {report['max_batch_size']})")),

@@ -21,16 +21,21 @@ Utterances longer than --max-seconds (default 60) are decoded in chunks of that 
 log-probs joined before decoding), or refused / skipped with --on-long-audio error|skip: attention
 grows with the square of the length, so an hour-long file would need tens of GB at once.
 
+An exported ONNX CTC model (`speechdistill export --with-ctc-head`, model.onnx or model.int8.onnx with
+vocab.json beside it) is scored the same way on onnxruntime (--threads = its intra-op threads): the WER,
+CER and RTF of the file that ships.
+
 Examples:
   speechdistill evaluate --model runs/ctc/model --manifest test_clean.jsonl --out runs/ctc/eval --threads 2
+  speechdistill evaluate --model export/asr/model.int8.onnx --manifest test_clean.jsonl --out eval_int8 --threads 2
   speechdistill evaluate --model runs/ctc/model --manifest test_clean.jsonl --out runs/ctc/eval_lm \\
       --lm lm.arpa --lm-weight 0.5 --word-score 0      (tune both on a dev manifest, not on test)
 """
 
 
 FLAGS = [
-    Flag("--model", "model", "CTC model directory (OUT/model of finetune-ctc)", metavar="DIR",
-         required=True),
+    Flag("--model", "model", "CTC model directory (OUT/model of finetune-ctc), or an exported ONNX CTC model "
+         "(export --with-ctc-head; fp32 or int8, vocab.json beside it)", metavar="DIR|FILE.onnx", required=True),
     Flag("--manifest", "manifest", "manifest (JSONL) with reference transcripts", metavar="MANIFEST", required=True),
     Flag("--out", "out", "directory for report.json and hypotheses.jsonl", metavar="DIR", required=True),
     Flag("--threads", "threads", "torch CPU threads during evaluation (0: torch's current setting)", type=int),

@@ -17,8 +17,10 @@ as DistilHuBERT, GenDistiller, pruned encoders; or builtin:NAME) or, with --with
 directory (from `speechdistill finetune-ctc`, has ctc_config.json) for edge inference.
 
 --format onnx writes OUT/model.onnx (fp32) and with --int8 OUT/model.int8.onnx (onnxruntime dynamic
-quantization, QInt8 weights). Inputs: waveform [batch, samples] float32 (16 kHz mono, right-padded)
-and lengths [batch] int64; outputs: hidden_states (--outputs last: [batch, frames, hidden]; all or a
+quantization of MatMul/Gemm, QInt8 weights; --int8-conv static adds static QDQ int8 Conv calibrated on a
+manifest, --int8-conv auto builds both and keeps the faster). The RTF of the PyTorch source and of
+every file written is measured (--speed-threads, --speed-seconds) and saved to OUT/speed.json.
+Inputs: waveform [batch, samples] float32 (16 kHz mono, right-padded) and lengths [batch] int64; outputs: hidden_states (--outputs last: [batch, frames, hidden]; all or a
 list: [batch, layers, frames, hidden]) or, with the CTC head, log_probs [batch, frames, vocab]; plus
 frame_lengths [batch] int64. Batch and time axes are dynamic; waveform normalisation (if the model
 uses it) is inside the graph. Exporter: torch.onnx TorchScript (dynamo=False), default opset 17.
@@ -61,6 +63,13 @@ FLAGS = [
     Flag("--int8", "int8", "ONNX only: also write model.int8.onnx (dynamic quantization, QInt8 weights)", const=True),
     Flag("--int8-ops", "int8_ops", "ONNX op types to quantize with --int8, comma-separated (MatMul,Gemm: the "
          "transformer and projections; add Conv to quantize the CNN too)", type=comma_list, metavar="OPS"),
+    Flag("--int8-conv", "int8_conv", "Conv ops in the int8 file: fp32, static (QDQ int8 calibrated on "
+         "--int8-calib-manifest) or auto (the faster of the two, measured)", choices=["fp32", "static", "auto"]),
+    Flag("--int8-calib-manifest", "int8_calib_manifest", "manifest (JSONL) of calibration audio for static int8 "
+         "(default: --parity-manifest)", metavar="MANIFEST"),
+    Flag("--speed-threads", "speed.threads", "threads for the RTF measurement of every file written", type=int),
+    Flag("--speed-seconds", "speed.seconds", "input length (s) of the RTF measurement", type=float),
+    Flag("--no-speed", "speed.enabled", "skip the RTF measurement", const=False),
     Flag("--with-ctc-head", "with_ctc_head", "export the CTC model (encoder + layer weights + head): outputs "
          "log_probs + frame_lengths", const=True),
     Flag("--opset", "opset", "ONNX opset, 14..20", type=int),
@@ -98,6 +107,10 @@ def run(cfg, args: argparse.Namespace) -> int:
         return e.exit_code
     for name, report in result.parity.items():
         sys.stdout.write(f"{name}: {report.message}\n")
+    if result.speed:
+        from speechdistill.export.onnx_speed import format_speed
+
+        sys.stdout.write(format_speed(result.speed) + "\n")
     for f in result.files:
         sys.stdout.write(f"wrote {f}\n")
     return 0

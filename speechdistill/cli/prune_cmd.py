@@ -45,6 +45,9 @@ FLAGS = [
     Flag("--max-seconds", "max_seconds", "crop longer calibration utterances to this many seconds", type=float),
     Flag("--prune-cnn", "prune_cnn", "also prune CNN channels of layers 1-6 (group-norm CNNs only, e.g. HuBERT/WavLM "
          "Base)", const=True),
+    Flag("--cnn-budget", "cnn_budget", "with --prune-cnn: 'search' measures CNN/transformer splits of the budget on "
+         "calibration utterances and keeps the best (never worse than transformer-only there); 'global' uses one "
+         "error threshold for both", choices=["search", "global"]),
     Flag("--sketch-rows", "sketch_rows", "CountSketch rows per module for the activation matrices (0 = keep every "
          "frame; use at least the widest FFN, 3072 for Base models)", type=int),
     Flag("--error-norm", "error_norm", "what a module's error is measured against for the global threshold: the "

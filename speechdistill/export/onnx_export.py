@@ -1,7 +1,8 @@
-"""``export_onnx``: an encoder (or an encoder + CTC head) to ONNX fp32 and dynamic int8, with parity checks.
+"""``export_onnx``: an encoder (or an encoder + CTC head) to ONNX fp32 and int8, with parity checks and speed.
 
 The pieces: ``source`` (what is exported, metadata), ``onnx_graph`` (the traced module, the graph
-contract), ``onnx_io`` (files, sessions, quantization), ``parity`` (the judgement).
+contract), ``onnx_io`` (files, sessions, dynamic quantization), ``onnx_static`` (static QDQ int8 of the
+Conv front end), ``parity`` (the judgement), ``onnx_speed`` (the RTF of every file written).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from speechdistill.export.onnx_io import (
     quantize_int8,
     set_onnx_metadata,
 )
+from speechdistill.export.onnx_speed import SpeedOptions, SpeedResult, onnx_speed, torch_speed
 from speechdistill.export.parity import (
     FAILED_PARITY_FILE,
     ParityError,
@@ -59,6 +61,8 @@ log = logging.getLogger(__name__)
 
 FP32_NAME = "model.onnx"
 INT8_NAME = "model.int8.onnx"
+SPEED_FILE = "speed.json"
+INT8_CONV_MODES = ("fp32", "static", "auto")
 
 
 @dataclass
@@ -70,6 +74,12 @@ class OnnxExportOptions:
     with_ctc_head: bool = False
     trace_seconds: float = 1.0  # length of the example input the trace runs (batch of 2)
     parity: ParityOptions = field(default_factory=ParityOptions)
+    # Conv ops in the int8 file: "fp32" (dynamic int8 MatMul/Gemm only), "static" (plus static QDQ int8 Conv
+    # calibrated on int8_calib_manifest), "auto" (build both, keep the faster as model.int8.onnx).
+    int8_conv: str = "fp32"
+    int8_calib_manifest: str | None = None  # default: parity.manifest
+    int8_calib_utterances: int = 32
+    speed: SpeedOptions = field(default_factory=SpeedOptions)
 
 
 def export_onnx(
@@ -136,15 +146,14 @@ def _export_staged(source, graph, out_dir: Path, tmp: Path, options: OnnxExportO
             if (source.path / name).is_file():
                 shutil.copyfile(source.path / name, tmp / name)
                 staged.append(tmp / name)
+    candidates: list[SpeedResult] = []
     if options.int8:
         int8_tmp = tmp / INT8_NAME
         quantize_int8(fp32_tmp, int8_tmp, options.int8_op_types)
-        meta8 = {
-            **meta,
-            "precision": "int8",
-            "quantization": "onnxruntime quantize_dynamic, QInt8 weights, ops "
-            + ",".join(options.int8_op_types),
-        }
+        quantization = "onnxruntime quantize_dynamic, QInt8 weights, ops " + ",".join(options.int8_op_types)
+        if options.int8_conv != "fp32":
+            int8_tmp, quantization, candidates = _static_conv_int8(fp32_tmp, int8_tmp, tmp, options, quantization)
+        meta8 = {**meta, "precision": "int8", "quantization": quantization}
         set_onnx_metadata(int8_tmp, meta8)
         vocab = _load_vocab(source) if source.kind == "ctc" else None
         int8_run = ort_runner(load_onnx_session(int8_tmp, options.parity.threads))
@@ -162,7 +171,71 @@ def _export_staged(source, graph, out_dir: Path, tmp: Path, options: OnnxExportO
     (out_dir / FAILED_PARITY_FILE).unlink(missing_ok=True)  # an earlier failure's report, now outdated
     if not options.int8:
         remove_stale_exports(out_dir, (INT8_NAME,))  # an older int8 file would not match this fp32 model
-    return ExportResult(out_dir, files, meta, reports)
+    speed: list[SpeedResult] = []
+    if options.speed.enabled:
+        speed = _measure_speed(source, files, candidates, options.speed)
+        files.append(_write_speed_json(out_dir, speed, options.speed))
+    return ExportResult(out_dir, files, meta, reports, speed)
+
+
+def _static_conv_int8(
+    fp32: Path, dynamic: Path, tmp: Path, options: OnnxExportOptions, dynamic_desc: str
+) -> tuple[Path, str, list[SpeedResult]]:
+    """The int8 file with static QDQ Conv (``static``), or the faster of that and the dynamic one (``auto``)."""
+    from speechdistill.config import ConfigError
+    from speechdistill.export.onnx_static import calibration_waves, quantize_int8_static_conv
+
+    manifest = options.int8_calib_manifest or options.parity.manifest
+    if not manifest:
+        raise ConfigError("int8_conv=static/auto needs calibration audio: give int8_calib_manifest (or "
+                          "--parity-manifest)")
+    waves = calibration_waves(manifest, options.int8_calib_utterances, seed=options.parity.seed)
+    static_dir = tmp / "static"
+    static_dir.mkdir()
+    static = static_dir / INT8_NAME
+    quantize_int8_static_conv(fp32, static, waves, options.int8_op_types)
+    desc = (f"Conv: onnxruntime quantize_static QDQ (per-channel QInt8 weights, QUInt8 activations, MinMax over "
+            f"{len(waves)} utterances); {dynamic_desc}")
+    if options.int8_conv == "static":
+        return static, desc, []
+    measured = [onnx_speed(dynamic, "onnx-int8 (dynamic, Conv fp32)", options.speed),
+                onnx_speed(static, "onnx-int8 (static QDQ Conv)", options.speed)]
+    log.info("int8 candidates: dynamic %.4f RTF, static Conv %.4f RTF (%d threads)", measured[0].rtf,
+             measured[1].rtf, options.speed.threads)
+    if measured[1].rtf < measured[0].rtf:
+        return static, desc, measured
+    return dynamic, dynamic_desc, measured
+
+
+def _measure_speed(source: ExportSource, files: list[Path], candidates: list[SpeedResult],
+                   options: SpeedOptions) -> list[SpeedResult]:
+    """RTF of the PyTorch source and of every ONNX file written (plus the int8 candidates ``auto`` compared)."""
+    module = source.ctc if source.kind == "ctc" else source.encoder
+    out = [torch_speed(module, "torch-fp32 (source)", options)]
+    for f in files:
+        if f.suffix == ".onnx":
+            out.append(onnx_speed(f, "onnx-int8" if f.name == INT8_NAME else "onnx-fp32", options))
+    out.extend(candidates)
+    for r in out:
+        log.info("speed %s: RTF %.4f at %d thread(s), %g s input", r.variant, r.rtf, r.threads, r.seconds)
+    return out
+
+
+def _write_speed_json(out_dir: Path, speed: list[SpeedResult], options: SpeedOptions) -> Path:
+    from dataclasses import asdict
+
+    from speechdistill.utils.io import atomic_write_json
+
+    path = out_dir / SPEED_FILE
+    ref = speed[0].rtf if speed else None
+    atomic_write_json(path, {
+        "options": asdict(options),
+        "note": "RTF = median compute seconds / audio seconds, batch 1; speedup = source PyTorch RTF / RTF "
+                "(same process, same threads); indicative on a shared machine",
+        "results": [{**r.to_dict(), "speedup_vs_source": (ref / r.rtf) if ref and r.rtf > 0 else None}
+                    for r in speed],
+    })
+    return path
 
 
 def _load_vocab(source: ExportSource):
@@ -182,4 +255,6 @@ def _options_dict(options: OnnxExportOptions) -> dict:
         "outputs": options.outputs,
         "opset": options.opset,
         "int8_op_types": list(options.int8_op_types),
+        "int8_conv": options.int8_conv,
+        "int8_calib_manifest": options.int8_calib_manifest,
     }

@@ -10,7 +10,7 @@ import json
 import logging
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -44,6 +44,7 @@ class ExportResult:
     files: list[Path]
     metadata: dict[str, str]
     parity: dict  # name -> parity.ParityReport
+    speed: list = field(default_factory=list)  # onnx_speed.SpeedResult of each variant written (ONNX)
 
     @property
     def passed(self) -> bool:

@@ -149,8 +149,12 @@ def _heads_for(encoder: HFEncoder, teacher_hidden: int, cfg: DistilHuBERTConfig)
     return PredictionHeads(encoder.hidden_size, teacher_hidden, len(cfg.targets), cfg.head_type, cfg.head_inter_dim)
 
 
-def build_student(teacher: Teacher, cfg: DistilHuBERTConfig) -> tuple[DistilHuBERTStudent, dict[str, Any]]:
-    """The student and a record of how it was initialised (for its info file and model card)."""
+def build_student(
+    teacher: Teacher, cfg: DistilHuBERTConfig, front_end=None
+) -> tuple[DistilHuBERTStudent, dict[str, Any]]:
+    """The student and a record of how it was initialised (for its info file and model card).
+
+    ``front_end``: a ``methods.frontend.FrontEnd`` (a cheaper front end initialised from the teacher's)."""
     if cfg.student_init:
         return _student_from_dir(teacher, cfg), {"student_init": cfg.student_init}
     t_model = teacher.encoder.model if isinstance(teacher.encoder, HFEncoder) else None
@@ -181,9 +185,17 @@ def build_student(teacher: Teacher, cfg: DistilHuBERTConfig) -> tuple[DistilHuBE
         raise RuntimeError(f"cannot initialise the student from the teacher: missing or mismatched {bad[:5]}")
     new.update({k: t_state[tk] for k, tk in wanted.items()})
     model.load_state_dict(new, strict=False)
+    if front_end is not None:  # a cheaper front end (methods/frontend.py)
+        if front_end.cfg.changes_front_end and has_feature_norm_switch(s_config) and not s_config.feat_proj_layer_norm:
+            log.warning("frontend.* with distilhubert.feat_proj_layer_norm=false: the front-end fit assumes the "
+                        "teacher's normalised features; set distilhubert.feat_proj_layer_norm=true (edge recipes do)")
+        front_end.apply(model)
     if cfg.freeze_cnn:
         model.feature_extractor.requires_grad_(False)
-    encoder = HFEncoder(model, normalize=teacher.encoder.normalize)
+    if front_end is not None:
+        encoder = front_end.wrap(model, teacher.encoder.normalize)
+    else:
+        encoder = HFEncoder(model, normalize=teacher.encoder.normalize)
     record = {
         "front_end": "teacher" if cfg.init_from_teacher else "random",
         "feat_proj_layer_norm": bool(getattr(s_config, "feat_proj_layer_norm", True)),
@@ -194,6 +206,12 @@ def build_student(teacher: Teacher, cfg: DistilHuBERTConfig) -> tuple[DistilHuBE
     }
     if cfg.pos_conv_kernel:
         record["pos_conv"] = f"{cfg.pos_conv_kernel} taps" + (" (teacher centre taps)" if cfg.init_from_teacher else "")
+    if front_end is not None:
+        c = front_end.cfg
+        record["front_end"] = (f"cheaper, from the teacher's: conv_channels={c.conv_channels or 'teacher'} "
+                               f"({c.conv_init}), pos_conv {c.pos_conv_kernel or 'teacher'} taps / "
+                               f"{c.pos_conv_groups or 'teacher'} groups ({c.pos_conv_init}), "
+                               f"frame_rate_reduction={c.frame_rate_reduction}")
     return DistilHuBERTStudent(encoder, _heads_for(encoder, teacher.hidden_size, cfg), cfg.targets,
                                cfg.cnn_grad_scale), record
 
@@ -242,13 +260,13 @@ class DistilHuBERTMethod(DistillMethod):
         self.init_record: dict[str, Any] = {}
 
     def build_model(self) -> nn.Module:
-        student, self.init_record = build_student(self.teacher, self.cfg)
+        student, self.init_record = build_student(self.teacher, self.cfg, self.front_end)
         log.info("DistilHuBERT student: %s; initialisation %s", student_parameters(student), self.init_record)
         return student
 
     def student_predictions(self, model, batch: Batch, teacher_layers, step):
         out, preds = model(batch.wav, batch.lengths)
-        return preds, out.frame_lengths
+        return preds, out.frame_lengths, out.hidden_states[0]
 
     # -- curriculum support (methods/curriculum.py): the student state at depth ``upto`` -------------
     def student_depth(self, model: nn.Module) -> int:

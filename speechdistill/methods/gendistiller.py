@@ -124,11 +124,11 @@ class GenDistillerTrainer(nn.Module):
 
     def forward(
         self, wav: torch.Tensor, lengths: torch.Tensor, teacher_layers: torch.Tensor, sampling_prob: float = 0.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x0, frame_lengths = self.student.front_end(wav, lengths)
         preds = self.student.forward_train(x0, teacher_layers, frame_lengths, sampling_prob,
                                            detach=self.detach, bptt_steps=self.bptt_steps)
-        return preds, frame_lengths
+        return preds, frame_lengths, x0
 
 
 class GenDistillerMethod(DistillMethod):
@@ -158,6 +158,8 @@ class GenDistillerMethod(DistillMethod):
         c = self.cfg
         student = GenDistillerModel.from_teacher(self.teacher, feat_proj_layer_norm=c.feat_proj_layer_norm,
                                                  pos_conv_kernel=c.pos_conv_kernel, **self.student_kwargs())
+        if self.front_end is not None:  # a cheaper front end (methods/frontend.py)
+            self.front_end.apply_gendistiller(student)
         if not c.init_from_teacher:
             student.frontend.apply(student._init_weights)
         record: dict[str, Any] = {
@@ -201,8 +203,8 @@ class GenDistillerMethod(DistillMethod):
         return sampling_probability(self.cfg, step, self.total_steps)
 
     def student_predictions(self, model, batch: Batch, teacher_layers, step):
-        preds, frame_lengths = model(batch.wav, batch.lengths, torch.stack(teacher_layers, 1), self.sampling_prob(step))
-        return list(preds.unbind(1)), frame_lengths
+        preds, frame_lengths, x0 = model(batch.wav, batch.lengths, torch.stack(teacher_layers, 1), self.sampling_prob(step))
+        return list(preds.unbind(1)), frame_lengths, x0
 
     def compute_loss(self, model: nn.Module, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         loss, metrics = super().compute_loss(model, batch, step)

@@ -14,6 +14,7 @@ from transformers import AutoConfig
 PROJECT_MODEL_TYPES: dict[str, str] = {
     "gendistiller": "speechdistill.models.gendistiller:GenDistillerConfig:GenDistillerModel",
     "pruned_encoder": "speechdistill.models.pruned:PrunedEncoderConfig:PrunedEncoderModel",
+    "reduced_rate_encoder": "speechdistill.models.edge_frontend:ReducedRateEncoderConfig:ReducedRateEncoder",
 }
 
 _registered: set[str] = set()

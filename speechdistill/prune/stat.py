@@ -16,7 +16,9 @@ Flynn et al., arXiv 2406.00061 (STAT, for BERT), adapted to speech encoders.  ``
    attention's T^2 terms use the real calibration lengths).  Reference ("error_norm"):
    ``residual`` (default, our design) = norm of the residual stream the module's output is added
    to, so modules that barely move the stream give up more units; ``module`` = the module's own
-   output norm.  CNN layers have no residual stream and always use their own norm.
+   output norm.  CNN layers have no residual stream and always use their own norm, so with ``prune_cnn``
+   the two scales do not compare: by default (``cnn_budget="search"``) the budget is split per group
+   instead, by measuring candidate splits (``_search_cnn_split``).
 4. ``_apply_ffn`` / ``_apply_heads`` / ``_apply_cnn``, then ``_build_pruned``: FFN W1, b1 = kept rows, W2 <- W2 T^T (interpolation matrix in original order, so
    Z ≈ Z[:, kept] T), b2 unchanged; heads: q/k/v rows of kept heads, W_O <- W_O[:, kept] +
    W_O[:, elim] X^T with X the least-squares fit C_elim ≈ C_kept X; CNN: kept output channels
@@ -50,6 +52,7 @@ from speechdistill.models.pruned import (
 )
 from speechdistill.prune import magnitude as mag
 from speechdistill.prune.budget import (
+    Allocation,
     EncoderShape,
     MacCount,
     PruneError,
@@ -75,6 +78,9 @@ log = logging.getLogger(__name__)
 
 METHODS = ("stat", "stat-nocorrect", "magnitude")
 ERROR_NORMS = ("residual", "module")
+CNN_BUDGETS = ("search", "global")
+# Fractions of the CNN's MACs that the budget search tries keeping (1.0 = transformer-only STAT).
+CNN_FRACTIONS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1)
 
 
 @dataclass
@@ -87,6 +93,14 @@ class PruneOptions:
     min_channels: int = 8
     error_norm: str = "residual"
     blas_threads: int | None = 1  # OpenBLAS threads for the QRs (see decompose.blas_threads)
+    # With prune_cnn: how the MAC budget is split between the CNN and the transformer.  "search" (default):
+    # try keeping each of ``cnn_fractions`` of the CNN's MACs, give the rest of the budget to the
+    # transformer by STAT's global threshold, and keep the candidate whose last hidden state is closest to
+    # the unpruned model's on ``search_utterances`` calibration utterances.  "global": one threshold over
+    # CNN and transformer errors (their normalisations differ, so it over-prunes the CNN; kept for comparison).
+    cnn_budget: str = "search"
+    cnn_fractions: tuple[float, ...] = CNN_FRACTIONS
+    search_utterances: int = 16
 
 
 @dataclass
@@ -117,6 +131,13 @@ def resolve_source(encoder: nn.Module, source_model: str | None = None) -> _Sour
     from speechdistill.models.teacher import unwrap_teacher
 
     encoder = unwrap_teacher(encoder)
+    from speechdistill.models.edge_frontend import ReducedRateEncoder
+
+    if isinstance(encoder, ReducedRateEncoder):
+        raise PruneError(
+            "pruning a reduced-frame-rate student (reduced_rate_encoder) is not supported: the pruned model would "
+            "lose the upsampling to the teacher's frame rate"
+        )
     if isinstance(encoder, PrunedEncoderModel):
         cfg = encoder.config
         return _Source(
@@ -261,6 +282,13 @@ def _check_request(src: _Source, method: str, opts: PruneOptions) -> None:
         raise PruneError(f"unknown pruning method {method!r} (choose from {', '.join(METHODS)})")
     if opts.error_norm not in ERROR_NORMS:
         raise PruneError(f"error_norm must be one of {', '.join(ERROR_NORMS)}, got {opts.error_norm!r}")
+    if opts.cnn_budget not in CNN_BUDGETS:
+        raise PruneError(f"cnn_budget must be one of {', '.join(CNN_BUDGETS)}, got {opts.cnn_budget!r}")
+    if opts.prune_cnn and opts.cnn_budget == "search" and not (
+        opts.cnn_fractions and all(0.0 < f <= 1.0 for f in opts.cnn_fractions) and opts.search_utterances >= 1
+    ):
+        raise PruneError(f"cnn_fractions must be fractions in (0, 1] and search_utterances >= 1, got "
+                         f"{list(opts.cnn_fractions)} and {opts.search_utterances}")
     if opts.sketch_rows < 0:
         raise PruneError(f"sketch rows must be >= 0 (0 = exact), got {opts.sketch_rows}")
     if opts.prune_cnn and getattr(src.hf.config, "feat_extract_norm", "group") != "group":
@@ -421,6 +449,124 @@ def _build_pruned(src: _Source, edits: _Edits, method: str, keep_macs: float, ba
     return pruned.to(next(src.hf.parameters()).dtype).eval()
 
 
+def _apply_all(
+    src: _Source, mods: list[_Module], counts: Sequence[int], method: str, keep_macs: float, opts: PruneOptions,
+    shape0: EncoderShape,
+) -> tuple[PrunedEncoderModel, _Edits]:
+    """Step 4: the pruned model for per-module kept ``counts``."""
+    correct = method == "stat"
+    edits = _Edits(
+        dict(src.hf.state_dict()), [list(k) for k in src.kept_heads], list(shape0.intermediate_sizes),
+        list(shape0.conv_dims), {i: {"layer": i} for i in range(len(src.hf.encoder.layers))},
+    )
+    with torch.no_grad(), blas_threads(opts.blas_threads):
+        if opts.prune_cnn:
+            _apply_cnn(edits, src, mods, counts, correct)
+        for m, k in zip(mods, counts):
+            if m.curve.kind == "ffn":
+                _apply_ffn(edits, m, k, correct)
+            elif m.curve.kind == "heads":
+                _apply_heads(edits, src, m, k, correct)
+    pruned = _build_pruned(src, edits, method, keep_macs, list(src.base_config.get("conv_dim", edits.conv_dims)))
+    return pruned, edits
+
+
+def _search_batches(batches: Sequence[tuple[torch.Tensor, torch.Tensor]], utterances: int):
+    """The first ``utterances`` calibration utterances, one per batch (exact for group-norm CNNs)."""
+    out = []
+    for wav, lengths in batches:
+        for i in range(wav.shape[0]):
+            if len(out) >= utterances:
+                return out
+            n = int(lengths[i])
+            out.append((wav[i : i + 1, :n], lengths[i : i + 1]))
+    return out
+
+
+@torch.no_grad()
+def _last_state_error(model: nn.Module, normalize: bool, batches, refs: list[torch.Tensor]) -> float:
+    """||h - h_ref|| / ||h_ref|| of the last hidden state over the search utterances."""
+    from speechdistill.models.encoder import hf_encode
+
+    num = den = 0.0
+    for (wav, lengths), ref in zip(batches, refs):
+        h = hf_encode(model, wav, lengths, normalize=normalize).hidden_states[-1]
+        num += float((h - ref).double().pow(2).sum())
+        den += float(ref.double().pow(2).sum())
+    return (num / max(den, 1e-30)) ** 0.5
+
+
+def _search_cnn_split(
+    src: _Source, mods: list[_Module], curves: list[UnitCurve], macs_fn, keep_macs: float, macs_before: float,
+    conv_full: float, method: str, opts: PruneOptions, shape0: EncoderShape, batches,
+) -> tuple:
+    """Budget per group: for each fraction f of the CNN's MACs, the CNN keeps f (STAT threshold over the conv
+    layers only) and the transformer gets the rest of the budget (STAT threshold over heads and FFNs); the
+    candidate whose last hidden state is closest to the unpruned model's wins.
+
+    Why not one threshold: CNN errors are relative to the conv outputs and transformer errors to the residual
+    stream, and a CNN error reaches every layer above it, so the two scales do not compare (one threshold
+    gave the CNN more than its share: at half the MACs the WER doubled against transformer-only STAT).  The
+    candidate f = 1 is transformer-only STAT, so wherever that is reachable the search can only match or
+    improve on it (on the calibration utterances).
+    """
+    from speechdistill.models.encoder import hf_encode
+
+    conv_idx = [i for i, c in enumerate(curves) if c.kind == "conv"]
+    rest_idx = [i for i, c in enumerate(curves) if c.kind != "conv"]
+    full = [c.size for c in curves]
+
+    def merged(conv_counts, rest_counts):
+        counts = list(full)
+        for i, k in zip(conv_idx, conv_counts):
+            counts[i] = k
+        for i, k in zip(rest_idx, rest_counts):
+            counts[i] = k
+        return counts
+
+    with torch.no_grad():
+        refs = [hf_encode(src.hf, w, n, normalize=src.normalize).hidden_states[-1] for w, n in batches]
+    tried: list[dict] = []
+    best = None
+    seen: set[tuple[int, ...]] = set()
+    for f in sorted(set(opts.cnn_fractions), reverse=True):
+        try:
+            if f >= 1.0:
+                conv_counts = [full[i] for i in conv_idx]
+            else:
+                # Keep fraction f of the CNN's MACs with the transformer whole: the conv-only allocation's target.
+                target = (macs_before - (1.0 - f) * conv_full) / macs_before
+                conv_alloc = allocate([curves[i] for i in conv_idx],
+                                      lambda cc: macs_fn(merged(cc, [full[i] for i in rest_idx])), target, macs_before)
+                conv_counts = conv_alloc.counts
+            rest_alloc = allocate([curves[i] for i in rest_idx],
+                                  lambda rc, cc=tuple(conv_counts): macs_fn(merged(cc, rc)), keep_macs, macs_before)
+        except PruneError:
+            tried.append({"cnn_fraction": f, "reachable": False})
+            continue
+        counts = merged(conv_counts, rest_alloc.counts)
+        if tuple(counts) in seen:
+            continue
+        seen.add(tuple(counts))
+        pruned, edits = _apply_all(src, mods, counts, method, keep_macs, opts, shape0)
+        err = _last_state_error(pruned.model, src.normalize, batches, refs)
+        row = {"cnn_fraction": f, "reachable": True, "conv_dims": list(edits.conv_dims),
+               "keep_macs_achieved": macs_fn(counts) / macs_before, "last_state_rel_error": err}
+        tried.append(row)
+        log.info("CNN budget search: CNN keeps %.2f of its MACs -> conv %s, last-state error %.4f",
+                 f, edits.conv_dims, err)
+        if best is None or err < best[0]:
+            alloc = Allocation(rest_alloc.threshold, counts, macs_before, macs_fn(counts), keep_macs * macs_before)
+            best = (err, alloc, pruned, edits, f)
+    if best is None:
+        # Nothing reachable: allocate() explains why (with every CNN layer prunable).
+        allocate(curves, macs_fn, keep_macs, macs_before)
+        raise PruneError(f"keep_macs={keep_macs:g} is not reachable by any CNN/transformer split")
+    err, alloc, pruned, edits, f = best
+    return alloc, pruned, edits, {"chosen_cnn_fraction": f, "chosen_last_state_rel_error": err,
+                                  "search_utterances": len(batches), "candidates": tried}
+
+
 def prune_model(
     encoder: nn.Module,
     calib_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
@@ -452,6 +598,11 @@ def prune_model(
             f"sketch could not tell those units apart. Use --sketch-rows >= {widest} (or 0 for no sketch)."
         )
     timings = {}
+    eval_batches = None
+    if opts.prune_cnn and opts.cnn_budget == "search" and calib_batches is not None:
+        # The split search re-reads a few calibration utterances: keep the batches.
+        calib_batches = list(calib_batches)
+        eval_batches = _search_batches(calib_batches, opts.search_utterances)
 
     t0 = time.perf_counter()
     stats, lengths = _calibrate(src, calib_batches, method, opts, calib_lengths, widest, progress, total_batches)
@@ -464,29 +615,24 @@ def prune_model(
     mods = _error_curves(src, stats, method, opts)
     timings["decompose_time_s"] = time.perf_counter() - t0
 
-    # Step 3: one global threshold over all modules, searched to meet the MAC budget.
+    # Step 3: one global threshold over all modules, searched to meet the MAC budget (with --prune-cnn:
+    # per group, the CNN/transformer split chosen by measuring candidates, see PruneOptions.cnn_budget).
     curves = [m.curve for m in mods]
-    alloc = allocate(
-        curves, lambda counts: _macs_total(apply_counts(shape0, curves, counts), length_counts), keep_macs,
-        _macs_total(shape0, length_counts),
-    )
 
+    def macs_fn(counts: Sequence[int]) -> float:
+        return _macs_total(apply_counts(shape0, curves, counts), length_counts)
+
+    macs_before = _macs_total(shape0, length_counts)
     t0 = time.perf_counter()
-    correct = method == "stat"
-    n_layers = len(src.hf.encoder.layers)
-    edits = _Edits(
-        dict(src.hf.state_dict()), [list(k) for k in src.kept_heads], list(shape0.intermediate_sizes),
-        list(shape0.conv_dims), {i: {"layer": i} for i in range(n_layers)},
-    )
-    with torch.no_grad(), blas_threads(opts.blas_threads):
-        if opts.prune_cnn:
-            _apply_cnn(edits, src, mods, alloc.counts, correct)
-        for m, k in zip(mods, alloc.counts):
-            if m.curve.kind == "ffn":
-                _apply_ffn(edits, m, k, correct)
-            elif m.curve.kind == "heads":
-                _apply_heads(edits, src, m, k, correct)
-    pruned = _build_pruned(src, edits, method, keep_macs, list(src.base_config.get("conv_dim", edits.conv_dims)))
+    search = None
+    if opts.prune_cnn and opts.cnn_budget == "search" and eval_batches:
+        alloc, pruned, edits, search = _search_cnn_split(
+            src, mods, curves, macs_fn, keep_macs, macs_before, _macs_for_lengths(shape0, length_counts).cnn_total,
+            method, opts, shape0, eval_batches,
+        )
+    else:
+        alloc = allocate(curves, macs_fn, keep_macs, macs_before)
+        pruned, edits = _apply_all(src, mods, alloc.counts, method, keep_macs, opts, shape0)
     timings["apply_time_s"] = time.perf_counter() - t0
 
     before = _macs_for_lengths(shape0, length_counts)
@@ -495,6 +641,8 @@ def prune_model(
         raise RuntimeError("MAC count of the built model disagrees with the allocation (bug)")
     report = _report(src, pruned, method, keep_macs, opts, alloc, stats, lengths, before, after, edits)
     report.update(wall_time_s=time.perf_counter() - t_start, **timings, peak_rss_mb=peak_rss_mb())
+    if search is not None:
+        report["cnn_budget_search"] = search
     log.info(
         "%s: kept %.3f of MACs (target %.3f), heads %s, FFN %s%s", method, report["keep_macs_achieved"], keep_macs,
         [len(k) for k in edits.kept_heads], edits.widths, f", CNN {edits.conv_dims}" if opts.prune_cnn else "",

@@ -16,6 +16,7 @@ from speechdistill.methods.gendistiller import GenDistillerMethodConfig
 from speechdistill.methods.masked_prediction import MaskedPredictionConfig
 from speechdistill.methods.masked_units import MaskedUnitsConfig
 from speechdistill.methods.wid import WIDConfig, WIDKDConfig
+from speechdistill.models.edge_frontend import FrontEndConfig
 from speechdistill.train.engine import TrainConfig, TrainResult, train
 from speechdistill.train.optim import OptimConfig
 
@@ -42,6 +43,8 @@ class DistillConfig:
     masked_units: MaskedUnitsConfig = field(default_factory=MaskedUnitsConfig)
     # Projection stages before the method's own objective (methods/curriculum.py); none by default.
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    # A cheaper student front end (thin CNN, cheaper positional conv, lower frame rate), for any method.
+    frontend: FrontEndConfig = field(default_factory=FrontEndConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -75,6 +78,10 @@ class DistillConfig:
                 "`speechdistill units teacher=... manifest=TRAIN_MANIFEST out=DIR` (label the dev manifest too)"
             )
 
+        if self.frontend.changes_front_end and self.method == "distilhubert" and self.distilhubert.student_init:
+            raise ConfigError("frontend.* reshapes a front end copied from the teacher; it cannot be combined "
+                              "with distilhubert.student_init (that student keeps its own front end)")
+
 
 def _check_targets(key: str, targets: list[int]) -> None:
     if not targets:
@@ -84,6 +91,7 @@ def _check_targets(key: str, targets: list[int]) -> None:
 
 
 def build_method(cfg: DistillConfig):
+    from speechdistill.methods.frontend import build_front_end
     from speechdistill.models.load import load_teacher
 
     teacher = load_teacher(cfg.teacher, seed=cfg.train.seed)
@@ -111,6 +119,7 @@ def build_method(cfg: DistillConfig):
     except ValueError as e:  # targets the teacher does not have
         targets = getattr(section, "targets", None)
         raise ConfigError(f"{cfg.method}{f'.targets={targets}' if targets else ''} with teacher {cfg.teacher}: {e}") from None
+    method.front_end = build_front_end(cfg.frontend, teacher, cfg.data.train_manifest, cfg.train.seed)
     if cfg.curriculum.stages:
         from speechdistill.methods.curriculum import CurriculumMethod
 

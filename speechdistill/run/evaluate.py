@@ -12,7 +12,7 @@ from speechdistill.config import ConfigError, check_ranges
 
 @dataclass
 class EvaluateConfig:
-    model: str = ""  # CTC model directory (OUT/model of finetune-ctc)
+    model: str = ""  # CTC model directory (OUT/model of finetune-ctc), or an exported .onnx CTC model
     manifest: str = ""  # JSONL with reference transcripts
     out: str = ""  # report.json and hypotheses.jsonl go here
     threads: int = 0  # torch CPU threads during evaluation (0 = torch's current setting)

@@ -27,6 +27,10 @@ class PruneConfig:
     num_calib: int = 256  # calibration utterances (seeded random subset)
     max_seconds: float = 20.0  # longer calibration utterances are cropped (seeded random window)
     prune_cnn: bool = False
+    # With prune_cnn: split the MAC budget between CNN and transformer by measuring candidate splits on
+    # search_utterances calibration utterances ("search"), or one global error threshold ("global").
+    cnn_budget: Literal["search", "global"] = "search"
+    search_utterances: int = 16
     sketch_rows: int = 4096  # CountSketch rows per module (0 = keep every frame)
     error_norm: Literal["residual", "module"] = "residual"
     min_neurons: int = 8
@@ -48,7 +52,7 @@ class PruneConfig:
         for name in ("max_seconds", "batch_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("num_calib", "min_neurons", "min_heads"):
+        for name in ("num_calib", "min_neurons", "min_heads", "search_utterances"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.sketch_rows < 0:
@@ -87,7 +91,8 @@ def _prune(cfg: PruneConfig, out: Path) -> dict:
     encoder = load_encoder(cfg.model)
     opts = PruneOptions(
         prune_cnn=cfg.prune_cnn, sketch_rows=cfg.sketch_rows, seed=cfg.seed, min_heads=cfg.min_heads,
-        min_neurons=cfg.min_neurons, error_norm=cfg.error_norm,
+        min_neurons=cfg.min_neurons, error_norm=cfg.error_norm, cnn_budget=cfg.cnn_budget,
+        search_utterances=cfg.search_utterances,
     )
     if cfg.method == "magnitude":
         lengths = manifest_lengths(cfg.calib, cfg.num_calib, cfg.max_seconds, cfg.seed)
@@ -119,6 +124,10 @@ def format_summary(cfg: PruneConfig, report: dict) -> str:
         f"params {report['params_before'] / 1e6:.2f}M -> {report['params_after'] / 1e6:.2f}M\n"
         f"heads per layer: {heads}\nFFN per layer: {neurons}\n"
         + (f"CNN channels: {report['conv_dims']}\n" if cfg.prune_cnn else "")
+        + (f"CNN budget search: kept {report['cnn_budget_search']['chosen_cnn_fraction']:g} of the CNN's MACs "
+           f"(last-state error {report['cnn_budget_search']['chosen_last_state_rel_error']:.4f} on "
+           f"{report['cnn_budget_search']['search_utterances']} calibration utterances)\n"
+           if "cnn_budget_search" in report else "")
         + f"time {report['wall_time_s']:.1f} s, peak RSS {report['peak_rss_mb']:.0f} MB\n"
         f"pruned encoder: {out}\nreport: {out / REPORT_FILE}"
     )

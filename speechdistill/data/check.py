@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from speechdistill import SAMPLE_RATE
-from speechdistill.data.audio import load_audio
+from speechdistill.data.audio import load_utterance
 from speechdistill.data.errors import BadAudioError, ManifestError
 from speechdistill.data.manifest import iter_manifest_lines
 
@@ -49,7 +49,7 @@ def check_manifest(manifest: str, decode: bool = True, progress: bool = True) ->
             continue
         try:
             if decode:
-                wav = load_audio(item.path, expected_sr=item.sample_rate)
+                wav = load_utterance(item)
                 secs = len(wav) / SAMPLE_RATE
             else:
                 secs = item.duration

@@ -9,6 +9,7 @@ from torch import nn
 
 from speechdistill.data.batch import Batch
 from speechdistill.methods.losses import multi_layer_loss
+from speechdistill.methods.speed import SpeedConfig
 from speechdistill.models.teacher import Teacher
 
 
@@ -30,6 +31,9 @@ class DistillMethod:
 
     name = "distill"
     best_metric = None  # the final student is kept; dev metrics are logged
+    # How the step runs (teacher precision/kernels, 2-D attention, target cache); set by run.distill.
+    speed: SpeedConfig = SpeedConfig()
+    cache = None  # a methods.teacher_cache.TeacherTargetCache once ``setup`` made one
 
     def __init__(self, teacher: Teacher, targets: list[int], cos_weight: float = 1.0):
         bad = [t for t in targets if not 1 <= t <= teacher.num_layers]
@@ -41,15 +45,49 @@ class DistillMethod:
         self.targets = list(targets)
         self.cos_weight = cos_weight
 
-    def setup(self, device: torch.device) -> None:
-        self.teacher.to(device)
+    def setup(self, device: torch.device, rank: int = 0) -> None:
+        from speechdistill.models.teacher_forward import configure_teacher
+
+        sp = self.speed
+        self.teacher_settings = configure_teacher(
+            self.teacher, device, sp.teacher_dtype, sp.teacher_attention, sp.teacher_batched_cnn
+        )
+        if sp.teacher_cache_dir:
+            from speechdistill.methods.teacher_cache import TeacherTargetCache, teacher_fingerprint
+
+            self.cache = TeacherTargetCache(
+                sp.teacher_cache_dir, teacher_fingerprint(self.teacher, self.targets), self.teacher.config, rank
+            )
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """Called by the engine once the student is built (``train.compile`` hook)."""
+        from speechdistill.models.block_attention import set_grid_attention
+
+        impl = "steps" if self.speed.grid_attention == "auto" else self.speed.grid_attention
+        set_grid_attention(model, impl)
+        return model
 
     def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
         return default_param_groups(model, lr, weight_decay)
 
     def teacher_targets(self, batch: Batch) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """fp32 teacher layers ``targets`` [B, T, D] each, frame lengths and the frame mask.  The teacher
+        stops at the deepest target layer."""
+        from speechdistill.models.frames import config_output_lengths, frame_mask
+
+        if self.cache is not None:
+            cached = self.cache.get(batch)
+            if cached is not None:
+                lengths = config_output_lengths(self.teacher.config, batch.lengths).long()
+                return cached, lengths, frame_mask(lengths, cached[0].shape[1])
         out = self.teacher(batch.wav, batch.lengths, upto_layer=max(self.targets))
-        return [out.hidden_states[t] for t in self.targets], out.frame_lengths, out.frame_mask
+        # The teacher runs under inference_mode; autograd cannot save inference tensors for backward (the
+        # cosine loss and GenDistiller's history both need them), so take fp32 copies out here.
+        targets = [out.hidden_states[t].to(torch.float32, copy=True) for t in self.targets]
+        lengths = out.frame_lengths.clone()
+        if self.cache is not None:
+            self.cache.put(batch, targets, lengths)
+        return targets, lengths, frame_mask(lengths, targets[0].shape[1])
 
     def student_predictions(
         self, model: nn.Module, batch: Batch, teacher_layers: list[torch.Tensor], step: int

@@ -144,6 +144,7 @@ class GridSelfAttention(nn.Module):
         self.heads, self.head_dim = heads, dim // heads
         self.mask = check_mask_kind(mask)
         self.dropout = dropout
+        self.grid_attention_impl = "dense"  # issue 17 hook: dense | steps | flex | auto (models/block_attention.py)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 
@@ -169,6 +170,10 @@ class GridSelfAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         if self.mask == "axial":
             o = axial_attention(q, k, v, step0, kv_start, valid, p)
+        elif self.grid_attention_impl != "dense":  # issue 17 hook: no dense [S*T, Skv*T] mask
+            from speechdistill.models.block_attention import block_grid_attention
+
+            o = block_grid_attention(q, k, v, self.mask, step0, kv_start, valid, p, self.grid_attention_impl)
         else:
             Skv = k.shape[2]
             m = grid_mask(self.mask, step0, S, kv_start, Skv, valid)

@@ -20,8 +20,10 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
+from speechdistill.config import ConfigError
 from speechdistill.data.dataset import DataConfig, build_eval_loader, build_train_loader, raise_if_bad
 from speechdistill.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+from speechdistill.train.compile import apply_compile
 from speechdistill.train.optim import OptimConfig, build_optimizer, build_scheduler
 from speechdistill.train.protocol import Method
 from speechdistill.utils.io import atomic_dir, atomic_write_json
@@ -43,6 +45,8 @@ class TrainConfig:
     # Stop after this many optimizer steps in this invocation (tests of interruption); 0 = no limit.
     stop_after: int = 0
     progress: bool = True
+    # torch.compile (regional, see train/compile.py): none | student | all (student and teacher).
+    compile: Literal["none", "student", "all"] = "none"
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -84,6 +88,19 @@ class _StopFlag:
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+def refuse_sharded_training(distributed_type) -> None:
+    """FSDP and DeepSpeed shard parameters and optimizer state across ranks, but checkpoints here are
+    written by rank 0 from its own full state dict: they would save a shard.  Students are small
+    (< 30M parameters), so DDP (MULTI_GPU) is the supported multi-GPU mode."""
+    name = getattr(distributed_type, "value", str(distributed_type))
+    if name in ("FSDP", "DEEPSPEED"):
+        raise ConfigError(
+            f"accelerate distributed_type {name} is not supported: speechdistill checkpoints are written by rank 0 "
+            "from an unsharded state dict, which a sharded run does not have. Use distributed_type: MULTI_GPU "
+            "(DDP; see launch/accelerate_8gpu.yaml)"
+        )
 
 
 def resolve_mixed_precision(mode: str) -> str:
@@ -143,6 +160,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.run_config = run_config
         self.accelerator = _make_accelerator(train_cfg, self.out_dir)
+        refuse_sharded_training(self.accelerator.distributed_type)
         self.is_main = self.accelerator.is_main_process
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +169,7 @@ class Trainer:
 
         if hasattr(method, "setup"):
             method.setup(self.accelerator.device)
-        model = method.build_model()
+        model = apply_compile(method, method.build_model(), train_cfg.compile)
         groups = method.param_groups(model, optim_cfg.lr, optim_cfg.weight_decay)
         optimizer = build_optimizer(groups, optim_cfg)
         # Stepped by us once per optimizer step, not prepared: accelerate's wrapper steps it once per
@@ -162,7 +180,7 @@ class Trainer:
 
         self.loader, self.sampler, skipped_lines = build_train_loader(
             data_cfg, seed=train_cfg.seed, rank=self.accelerator.process_index,
-            world_size=self.accelerator.num_processes,
+            world_size=self.accelerator.num_processes, device_type=self.accelerator.device.type,
         )
         self.batches_per_epoch = len(self.sampler)
         if self.batches_per_epoch == 0:
@@ -309,6 +327,7 @@ class Trainer:
         last_metrics: dict[str, float] = {}
         interrupted = False
         micro = 0
+        step_loss = None  # sum of this optimizer step's micro-batch losses
         with _StopFlag() as stop:
             while pos.step < cfg.steps and not interrupted:
                 self.sampler.set_epoch(pos.epoch, pos.batch_in_epoch)
@@ -321,14 +340,19 @@ class Trainer:
                     batch = batch.to(self.accelerator.device)
                     sync = (micro + 1) % cfg.grad_accum == 0
                     loss, metrics = self.train_step(batch, sync)
+                    step_loss = loss.detach().float() + (0.0 if step_loss is None else step_loss)
                     micro += 1
                     window_audio += batch.audio_seconds * self.accelerator.num_processes
                     if not sync:
                         continue
                     grad_norm = self.optimizer_step()
                     pbar.update(1)
-                    last_metrics = {"loss": float(loss.detach()), **metrics}
+                    mean_loss, step_loss = step_loss / cfg.grad_accum, None
+                    last_metrics = {"loss": float(mean_loss), **metrics}
                     if pos.step % cfg.log_every == 0 or pos.step == cfg.steps:
+                        # The loss of the whole global batch (every micro-batch on every process), so that
+                        # N processes and 1 process with grad_accum=N log the same curve (tested).
+                        last_metrics["loss"] = float(self.accelerator.reduce(mean_loss, "mean"))
                         now = time.perf_counter()
                         speed = window_audio / max(now - window_t, 1e-9)
                         pos.audio_seconds += window_audio

@@ -98,8 +98,12 @@ def test_bf16_teacher_gives_fp32_targets_close_to_fp32():
     # per group with kernel 16 (relative error ~0.5; 16 channels per group and the Base shape are right).
     wide = {"hidden_size": 64, "intermediate_size": 128}
     ref, _ = _method("distilhubert", [2, 4], **wide)
-    fast, _ = _method("distilhubert", [2, 4], SpeedConfig(teacher_dtype="bf16"), **wide)
+    fast, student = _method("distilhubert", [2, 4], SpeedConfig(teacher_dtype="bf16"), **wide)
     assert next(fast.teacher.parameters()).dtype == torch.bfloat16
+    # The student copied the teacher's weights before the cast: fp32, not rounded to bf16.
+    s_w = student.encoder.model.encoder.layers[0].feed_forward.intermediate_dense.weight
+    t_w = hf_model_of(ref.teacher).encoder.layers[0].feed_forward.intermediate_dense.weight
+    assert s_w.dtype == torch.float32 and torch.equal(s_w, t_w)
     batch = _batch((8000, 6400))
     for a, b in zip(fast.teacher_targets(batch)[0], ref.teacher_targets(batch)[0]):
         assert a.dtype == torch.float32

@@ -49,22 +49,31 @@ class DistillMethod:
         from speechdistill.models.teacher_forward import configure_teacher
 
         sp = self.speed
+        # Weights stay fp32 until ``prepare_model``: the student copies its initial weights from them.
         self.teacher_settings = configure_teacher(
-            self.teacher, device, sp.teacher_dtype, sp.teacher_attention, sp.teacher_batched_cnn
+            self.teacher, device, sp.teacher_dtype, sp.teacher_attention, sp.teacher_batched_cnn, cast=False
         )
         if sp.teacher_cache_dir:
             from speechdistill.methods.teacher_cache import TeacherTargetCache, teacher_fingerprint
 
-            self.cache = TeacherTargetCache(
-                sp.teacher_cache_dir, teacher_fingerprint(self.teacher, self.targets), self.teacher.config, rank
-            )
+            fp = teacher_fingerprint(self.teacher, self.targets, self.teacher_settings["dtype"])
+            self.cache = TeacherTargetCache(sp.teacher_cache_dir, fp, self.teacher.config, rank)
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
-        """Called by the engine once the student is built (``train.compile`` hook)."""
+        """Called by the engine once the student is built (the ``train.compile`` hook): the teacher takes
+        its runtime dtype, the student its attention implementations."""
         from speechdistill.models.block_attention import set_grid_attention
 
-        impl = "steps" if self.speed.grid_attention == "auto" else self.speed.grid_attention
-        set_grid_attention(model, impl)
+        settings = getattr(self, "teacher_settings", None)  # set by ``setup``
+        if settings is not None:
+            self.teacher.to(getattr(torch, settings["dtype"]))
+        for m in model.modules():
+            cfg = getattr(m, "config", None)
+            # A copied teacher config may ask for FlashAttention-2, which needs half-precision inputs; the
+            # student keeps fp32 weights, and SDPA picks its own flash kernel under bf16 autocast.
+            if getattr(cfg, "_attn_implementation", None) == "flash_attention_2" and hasattr(m, "set_attn_implementation"):
+                m.set_attn_implementation("sdpa")
+        set_grid_attention(model, "steps" if self.speed.grid_attention == "auto" else self.speed.grid_attention)
         return model
 
     def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict]:

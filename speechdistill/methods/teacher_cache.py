@@ -44,16 +44,14 @@ def entry_key(uid: str, offset: int, length: int) -> str:
     return f"{uid}@{offset}+{length}"
 
 
-def teacher_fingerprint(teacher: torch.nn.Module, layers: list[int]) -> dict:
-    """What the cached values depend on: the teacher's config, weights (a checksum per tensor), dtype
-    and the layers."""
+def teacher_fingerprint(teacher: torch.nn.Module, layers: list[int], dtype: str) -> dict:
+    """What the cached values depend on: the teacher's config and weights (a checksum per tensor), the
+    dtype it computes in and the layers."""
     h = hashlib.sha256()
     cfg = getattr(teacher, "config", None)
     h.update((cfg.to_json_string(use_diff=False) if cfg is not None else type(teacher).__name__).encode())
-    dtype = None
     for name, t in teacher.state_dict().items():
         if t.is_floating_point():
-            dtype = dtype or str(t.dtype)
             h.update(f"{name}:{tuple(t.shape)}:{float(t.detach().double().sum().cpu()):.12e}".encode())
     return {"format": FORMAT, "teacher": h.hexdigest()[:16], "dtype": dtype, "layers": list(layers)}
 

@@ -57,11 +57,12 @@ def resolve_attention(name: str, hf_model: torch.nn.Module, device: torch.device
 
 def configure_teacher(
     teacher: Teacher, device: torch.device | str, dtype: str = "auto", attention: str = "auto",
-    batched_cnn: bool = True,
+    batched_cnn: bool = True, cast: bool = True,
 ) -> dict[str, str]:
     """Move ``teacher`` to ``device`` in ``dtype`` (auto | fp32 | bf16 | fp16) and set its attention kernel
     (auto | eager | sdpa | flash_attention_2 | flex_attention) and CNN mode.  Returns what was chosen
-    (for logs and benchmark reports)."""
+    (for logs and benchmark reports).  ``cast=False`` leaves the weights fp32 for now (students copy
+    their initial weights from the teacher: cast after that, ``teacher.to(chosen dtype)``)."""
     from speechdistill.models.encoder import hf_model_of
     from speechdistill.models.protocol import set_batched_cnn
 
@@ -69,7 +70,7 @@ def configure_teacher(
     if dtype not in ("auto", *DTYPES):
         raise ValueError(f"teacher dtype must be auto or one of {', '.join(DTYPES)}, got {dtype!r}")
     dtype = resolve_dtype(dtype, device)
-    teacher.to(device=device, dtype=dtype)
+    teacher.to(device=device, dtype=dtype if cast else None)
     chosen = {"dtype": str(dtype).removeprefix("torch."), "batched_cnn": str(batched_cnn)}
     try:
         hf = hf_model_of(teacher)

@@ -74,3 +74,20 @@ def test_compile_mode_is_checked():
     method, model = _student()
     with pytest.raises(ValueError, match="train.compile"):
         apply_compile(method, model, "everything")
+
+
+def test_compiled_teacher_under_inference_mode_gives_the_same_loss():
+    """train.compile=all: the teacher's blocks compile too and run under inference_mode."""
+    torch._dynamo.reset()
+    method, model = _student()
+    wav, lengths = torch.randn(2, 4800) * 0.1, torch.tensor([4800, 4800])
+    from speechdistill.data.batch import Batch
+
+    batch = Batch(wav, lengths, ["a", "b"], [None, None])
+    model.eval()  # no dropout: the two losses must match
+    ref, _ = method.compute_loss(model, batch, 0)
+    model = apply_compile(method, model, "all", backend="aot_eager")
+    assert getattr(method.teacher.encoder.model.encoder.layers[0], "_sd_compiled", False)
+    loss, _ = method.compute_loss(model, batch, 0)
+    loss.backward()
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)

@@ -151,3 +151,18 @@ def test_cache_estimate_counts_frames_and_warns_about_crops():
     assert est.cropped == 1
     assert est.bytes_per_epoch == (49 + 49 + 24) * 3 * 768 * 2
     assert "longer than data.crop_seconds" in est.describe(3, 768)
+
+
+def test_distill_prints_the_cache_cost_and_refuses_it_over_the_limit(tone_corpus, tmp_path, caplog):
+    from speechdistill.config import load_config
+    from speechdistill.run.distill import DistillConfig, run_distill
+
+    cfg = load_config(DistillConfig, "tiny_cpu", [
+        "method=distilhubert", "teacher=tiny:hubert", f"data.train_manifest={tone_corpus['train']}",
+        "data.dev_manifest=null", "distilhubert.targets=[2,4]", "data.crop_seconds=0",
+        f"speed.teacher_cache_dir={tmp_path / 'cache'}", "speed.teacher_cache_max_gb=1e-6", f"out_dir={tmp_path / 'o'}",
+    ])
+    with caplog.at_level("INFO"), pytest.raises(ConfigError, match="teacher_cache_max_gb"):
+        run_distill(cfg)
+    assert "teacher target cache: 24 utterances x 2 layers x 32 x fp16" in caplog.text
+    assert not (tmp_path / "o" / "checkpoints").exists()

@@ -2,10 +2,11 @@
 """Distillation step throughput: the optimised step against the s3prl-style step, in ONE run.
 
 HuBERT-Base-shaped teacher (random weights: speed does not depend on the values) -> each student, a full
-training step (data, teacher forward, student forward, backward, optimizer).  Every (student, setting)
-runs in its own subprocess so that its peak memory is its own (ru_maxrss on CPU, max_memory_allocated
-on a GPU); with ``--rounds R`` the settings alternate R times and medians are reported, so that load
-from other jobs hits both sides of each ratio alike.
+training step (data, teacher forward, student forward, backward, optimizer).  Each student runs in its
+own subprocess holding every setting, whose timed steps alternate (s3prl, fast, s3prl, fast, ...) so
+that load from other jobs lands on both sides of each ratio alike; GPU peak memory is tracked per step
+(``max_memory_allocated``).  ``--isolate`` runs one process per setting instead, for per-setting peak
+RSS on CPU.  ``--rounds R`` repeats everything R times (medians reported).
 
 Settings (``--settings``):
 
@@ -155,23 +156,30 @@ class Batches:
         return b.to(self.dev)
 
 
-def run_one(args) -> dict:
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+class Setup:
+    """One setting's teacher, student, optimizer and step function (with optional phase timing)."""
 
-    from speechdistill.methods.losses import multi_layer_loss
-    from speechdistill.report.stats import count_parameters
+    def __init__(self, args, name: str, data: Batches):
+        import torch
 
-    torch.set_num_threads(args.threads)
-    setting = SETTINGS[args.setting]
-    dev = torch.device(args.device)
-    torch.manual_seed(0)
-    method, model, opt, compile_fn = build(args, setting)
-    data = Batches(args, dev)
-    use_bf16 = dev.type == "cuda" and setting["autocast"]
-    s3prl = setting["teacher"] == "s3prl"
+        self.name, self.args, self.data = name, args, data
+        self.setting = SETTINGS[name]
+        self.dev = torch.device(args.device)
+        torch.manual_seed(0)
+        self.method, self.model, self.opt, self.compile_fn = build(args, self.setting)
+        self.use_bf16 = self.dev.type == "cuda" and self.setting["autocast"]
+        self.s3prl = self.setting["teacher"] == "s3prl"
+        self.times: list[float] = []
+        self.audio: list[float] = []
+        self.phases: dict[str, list[float]] = {}
+        self.peak_mb = 0.0
 
-    def step(timed: dict | None = None):
+    def step(self, timed: dict | None = None) -> float:
+        import torch
+
+        from speechdistill.methods.losses import multi_layer_loss
+
+        method, dev = self.method, self.dev
         marks = [time.perf_counter()]
 
         def mark():
@@ -179,62 +187,87 @@ def run_one(args) -> dict:
                 _sync(dev)
                 marks.append(time.perf_counter())
 
-        batch = data.next()
+        batch = self.data.next()
         mark()
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-            targets, _, mask = s3prl_teacher_targets(method, batch) if s3prl else method.teacher_targets(batch)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+            targets, _, mask = s3prl_teacher_targets(method, batch) if self.s3prl else method.teacher_targets(batch)
             mark()
-            preds, _ = method.student_predictions(model, batch, targets, 0)
+            preds, _ = method.student_predictions(self.model, batch, targets, 0)
             loss, _ = multi_layer_loss(preds, targets, method.targets, mask)
         mark()
         loss.backward()
         mark()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
         mark()
         if timed is not None:
             for name, a, b in zip(("data", "teacher", "student_fwd", "backward", "optimizer"), marks, marks[1:]):
                 timed.setdefault(name, []).append(b - a)
         return batch.audio_seconds
 
-    # FLOPs of one eager step (before compiling: compiled regions do not dispatch through the counter).
-    with FlopCounterMode(display=False) as fc:
-        step()
-    flops = fc.get_total_flops()
-    model = compile_fn(model)
-    t_compile = time.perf_counter()
-    for _ in range(args.warmup):
-        step()
-    _sync(dev)
-    warmup_s = time.perf_counter() - t_compile
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times, audio = [], []
-    for _ in range(args.steps):
+    def timed_step(self) -> None:
+        import torch
+
+        if self.dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        audio.append(step())
+        self.audio.append(self.step())
+        _sync(self.dev)
+        self.times.append(time.perf_counter() - t0)
+        if self.dev.type == "cuda":
+            self.peak_mb = max(self.peak_mb, torch.cuda.max_memory_allocated() / 2**20)
+
+
+def run_child(args) -> list[dict]:
+    """Every setting of one student in this process, their steps interleaved (s3prl, fast, s3prl, fast,
+    ...), so that load from other jobs lands on every setting alike; or one setting (``--isolate``)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from speechdistill.report.stats import count_parameters
+
+    torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    # A loader per setting, same seed: step i of every setting trains on the same batch.
+    setups = [Setup(args, name, Batches(args, dev)) for name in args.setting.split(",")]
+    for su in setups:
+        # FLOPs of one eager step (before compiling: compiled regions do not dispatch through the counter).
+        with FlopCounterMode(display=False) as fc:
+            su.step()
+        su.flops = fc.get_total_flops()
+        su.model = su.compile_fn(su.model)
+        t0 = time.perf_counter()
+        for _ in range(args.warmup):
+            su.step()
         _sync(dev)
-        times.append(time.perf_counter() - t0)
-    phases: dict[str, list[float]] = {}
+        su.warmup_s = time.perf_counter() - t0
+    for _ in range(args.steps):
+        for su in setups:
+            su.timed_step()
     for _ in range(max(1, args.steps // 2)):
-        step(phases)
-    med = statistics.median(times)
-    res = {
-        "student": args.student, "setting": args.setting, "device": args.device, "threads": args.threads,
-        "batch": args.batch, "seconds_per_utt": args.seconds, "step_seconds_median": med,
-        "step_seconds_all": times, "audio_sec_per_sec": statistics.median(audio) / med,
-        "phases_median_s": {k: statistics.median(v) for k, v in phases.items()},
-        "warmup_seconds": warmup_s, "student_params": count_parameters(model),
-        "step_tflop": flops / 1e12, "teacher": getattr(method, "teacher_settings", {"style": "s3prl"}),
-        "data": "loader" if args.manifest else "synthetic",
-    }
-    if dev.type == "cuda":
-        res["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        res["gpu"] = torch.cuda.get_device_name()
-    else:
-        res["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return res
+        for su in setups:
+            su.step(su.phases)
+    out = []
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for su in setups:
+        med = statistics.median(su.times)
+        res = {
+            "student": args.student, "setting": su.name, "device": args.device, "threads": args.threads,
+            "batch": args.batch, "seconds_per_utt": args.seconds, "step_seconds_median": med,
+            "step_seconds_all": su.times, "audio_sec_per_sec": statistics.median(su.audio) / med,
+            "phases_median_s": {k: statistics.median(v) for k, v in su.phases.items()},
+            "warmup_seconds": su.warmup_s, "student_params": count_parameters(su.model),
+            "step_tflop": su.flops / 1e12, "teacher": getattr(su.method, "teacher_settings", {}),
+            "data": "loader" if args.manifest else "synthetic", "interleaved_with": len(setups) - 1,
+        }
+        if dev.type == "cuda":
+            res["peak_mem_mb"] = su.peak_mb
+            res["gpu"] = torch.cuda.get_device_name()
+        else:  # process-wide: per setting only with --isolate
+            res["peak_mem_mb"] = rss
+        out.append(res)
+    return out
 
 
 def peak_tflops(args, results) -> float:
@@ -254,26 +287,24 @@ def report(args, results: list[dict], loads: tuple[str, str]) -> tuple[str, dict
     rows, summary = [], {}
     for student in args.students.split(","):
         by = {s: [r for r in results if r["student"] == student and r["setting"] == s] for s in settings}
-        base = statistics.median(r["step_seconds_median"] for r in by[settings[0]])
-        # Each round's ratio, then the median: both sides of a ratio ran under the same load.
-        rounds = {s: [r["step_seconds_median"] for r in rs] for s, rs in by.items()}
         fast_flops = next((r["step_tflop"] for r in by.get("fast", []) or by[settings[-1]]), None)
         for s, rs in by.items():
             step_s = statistics.median(r["step_seconds_median"] for r in rs)
-            ratios = [b / x for b, x in zip(rounds[settings[0]], rounds[s])]
+            # Step-by-step pairs (interleaved steps ran back to back under the same load), every round.
+            ratios = [b / x for rb, rx in zip(by[settings[0]], rs)
+                      for b, x in zip(rb["step_seconds_all"], rx["step_seconds_all"])]
             phases = {k: statistics.median(r["phases_median_s"][k] for r in rs) for k in rs[0]["phases_median_s"]}
             # Compiled steps do the same arithmetic as "fast": count that step's FLOPs.
             tflop = fast_flops if s.startswith("fast+compile") and fast_flops else rs[0]["step_tflop"]
             mfu = tflop / step_s / peak if peak else None
             row = {
                 "student": student, "setting": s, "audio_sec_per_sec": statistics.median(r["audio_sec_per_sec"] for r in rs),
-                "step_s": step_s, "speedup_vs_" + settings[0]: statistics.median(ratios), "speedup_per_round": ratios,
+                "step_s": step_s, "speedup_vs_" + settings[0]: statistics.median(ratios), "speedup_pairs": ratios,
                 "phases_s": phases, "peak_mem_mb": max(r["peak_mem_mb"] for r in rs), "step_tflop": tflop, "mfu": mfu,
                 "params_m": rs[0]["student_params"] / 1e6, "warmup_s": statistics.median(r["warmup_seconds"] for r in rs),
             }
             rows.append(row)
         summary[student] = {r["setting"]: r["speedup_vs_" + settings[0]] for r in rows if r["student"] == student}
-        del base
     dev = results[0].get("gpu") or f"{args.device}, {args.threads} threads"
     head = (f"Distillation step, {dev}, batch {args.batch} x {args.seconds} s, HuBERT-Base-shaped {args.family} "
             f"teacher (random weights), targets {TARGETS}, data: {results[0]['data']}, {args.steps} timed steps, "
@@ -290,8 +321,11 @@ def report(args, results: list[dict], loads: tuple[str, str]) -> tuple[str, dict
             f"{r['speedup_vs_' + settings[0]]:.2f}x | {p['data']:.3f} | {p['teacher']:.3f} | {p['student_fwd']:.3f} | "
             f"{p['backward']:.3f} | {p['optimizer']:.3f} | {r['peak_mem_mb']:.0f} | {r['step_tflop']:.2f} | {mfu} |"
         )
-    lines += ["", ("Phases: median seconds of separately timed steps with a device sync after each phase "
-              "(their sum can exceed the unsynchronised step time on a GPU).")]
+    lines += ["", (f"vs {settings[0]}: median over step pairs of {settings[0]} step time / this step time. Phases: "
+                   "median seconds of separately timed steps with a device sync after each phase (their sum can "
+                   "exceed the unsynchronised step time on a GPU).")]
+    if results[0]["device"] == "cpu" and results[0].get("interleaved_with"):
+        lines.append("Peak memory on CPU is the process's peak RSS over all interleaved settings (--isolate for each).")
     return "\n".join(lines), {"rows": rows, "speedup": summary, "peak_tflops": peak}
 
 
@@ -312,6 +346,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0, help="loader worker processes (with --manifest)")
     ap.add_argument("--peak-tflops", type=float, default=0.0,
                     help="device peak for MFU (default: the bf16 dense peak of a known GPU; none on CPU)")
+    ap.add_argument("--isolate", action="store_true",
+                    help="one process per setting (per-setting peak memory on CPU) instead of interleaved steps")
     ap.add_argument("--out", default="bench/out/distill_throughput", help="output prefix (.json and .md)")
     ap.add_argument("--student", help=argparse.SUPPRESS)  # child mode
     ap.add_argument("--setting", help=argparse.SUPPRESS)
@@ -320,7 +356,7 @@ def main() -> None:
         if getattr(args, k) is None:
             setattr(args, k, v)
     if args.student:
-        print(json.dumps(run_one(args)))
+        print(json.dumps(run_child(args)))
         return
     bad = [s for s in args.settings.split(",") if s not in SETTINGS]
     if bad:
@@ -329,20 +365,21 @@ def main() -> None:
     loads = [load_avg()]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     child_args = [a for k, v in vars(args).items() if v is not None and k not in ("student", "setting", "students",
-                  "settings", "out", "preset", "manifest") for a in (f"--{k.replace('_', '-')}", str(v))]
+                  "settings", "out", "preset", "manifest", "isolate") for a in (f"--{k.replace('_', '-')}", str(v))]
     if args.manifest:
         child_args += ["--manifest", args.manifest]
+    groups = [[s] for s in args.settings.split(",")] if args.isolate else [args.settings.split(",")]
     for rnd in range(args.rounds):
         for student in args.students.split(","):
-            for setting in args.settings.split(","):
-                cmd = [sys.executable, __file__, "--student", student, "--setting", setting, *child_args]
+            for group in groups:
+                cmd = [sys.executable, __file__, "--student", student, "--setting", ",".join(group), *child_args]
                 out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
                 if out.returncode != 0:
-                    sys.exit(f"{student}/{setting} failed:\n{out.stderr[-4000:]}")
-                results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                r = results[-1]
-                print(f"round {rnd + 1}: {student} {setting}: {r['audio_sec_per_sec']:.2f} audio s/s "
-                      f"(step {r['step_seconds_median']:.3f} s)", file=sys.stderr)
+                    sys.exit(f"{student}/{group} failed:\n{out.stderr[-4000:]}")
+                for r in json.loads(out.stdout.strip().splitlines()[-1]):
+                    results.append(r)
+                    print(f"round {rnd + 1}: {student} {r['setting']}: {r['audio_sec_per_sec']:.2f} audio s/s "
+                          f"(step {r['step_seconds_median']:.3f} s)", file=sys.stderr)
     loads.append(load_avg())
     md, summary = report(args, results, tuple(loads))
     print(md)

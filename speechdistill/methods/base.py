@@ -31,9 +31,6 @@ class DistillMethod:
 
     name = "distill"
     best_metric = None  # the final student is kept; dev metrics are logged
-    # How the step runs (teacher precision/kernels, 2-D attention, target cache); set by run.distill.
-    speed: SpeedConfig = SpeedConfig()
-    cache = None  # a methods.teacher_cache.TeacherTargetCache once ``setup`` made one
 
     def __init__(self, teacher: Teacher, targets: list[int], cos_weight: float = 1.0):
         bad = [t for t in targets if not 1 <= t <= teacher.num_layers]
@@ -44,6 +41,9 @@ class DistillMethod:
         self.teacher = teacher
         self.targets = list(targets)
         self.cos_weight = cos_weight
+        # How the step runs (teacher precision/kernels, 2-D attention, target cache); run.distill sets it.
+        self.speed = SpeedConfig()
+        self.cache = None  # a methods.teacher_cache.TeacherTargetCache once ``setup`` made one
 
     def setup(self, device: torch.device, rank: int = 0) -> None:
         from speechdistill.models.teacher_forward import configure_teacher

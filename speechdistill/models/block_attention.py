@@ -136,7 +136,9 @@ def flex_grid_attention(
         compiled = q.device.type == "cuda"
     block = create_block_mask(
         grid_mask_mod(kind, T, q_start, kv_start, valid), B, None, Sq * T, Skv * T, device=q.device,
-        _compile=compiled,
+        # Compiled block-mask creation fails in inductor's C++ codegen on CPU (torch 2.13: VecMask<int> vs
+        # VecMask<float>); eager creation is exact, and the compiled flex kernel itself works on CPU.
+        _compile=compiled and q.device.type == "cuda",
     )
     fn = _compiled_flex() if compiled else flex_attention
     o = fn(q.reshape(B, H, Sq * T, d), k.reshape(B, H, Skv * T, d), v.reshape(B, H, Skv * T, d), block_mask=block)

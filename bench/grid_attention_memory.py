@@ -8,6 +8,7 @@ implementation runs in its own process; reported: peak RSS of the process (CPU) 
 ``max_memory_allocated`` (GPU), the part of it the step added, the dense mask's size, and step time.
 
   python bench/grid_attention_memory.py                    # CPU, 30 s, batch 1, dense vs steps
+  python bench/grid_attention_memory.py --decoder-only --batch 4 --padded   # attention's share, padding masks
   python bench/grid_attention_memory.py --device cuda --batch 8 --impls dense,steps,flex
 Writes ``--out`` PREFIX.json and PREFIX.md (default bench/out/grid_attention_memory).
 """
@@ -43,7 +44,8 @@ def run_one(args) -> dict:
     dev = torch.device(args.device)
     torch.manual_seed(0)
     teacher = build_encoder(base_config("hubert"))
-    student = GenDistillerModel.from_teacher(teacher, target_layers=[4, 8, 12], dropout=0.0, mask=args.mask)
+    student = GenDistillerModel.from_teacher(teacher, target_layers=[int(t) for t in args.targets.split(",")],
+                                               dropout=0.0, mask=args.mask)
     del teacher
     student.to(dev).train()
     set_grid_attention(student, args.impl)
@@ -62,7 +64,11 @@ def run_one(args) -> dict:
     else:
         base = _rss_mb()
     t0 = time.perf_counter()
-    x0, frame_lengths = student.front_end(wav, lengths)
+    if args.decoder_only:  # the 2-D attention's share alone: x0 given, no CNN activations
+        x0 = torch.randn(args.batch, T, student.hidden_size, device=dev, requires_grad=True)
+        frame_lengths = config_output_lengths(student.frontend.config, lengths)
+    else:
+        x0, frame_lengths = student.front_end(wav, lengths)
     preds = student.forward_train(x0, teacher_layers, frame_lengths)
     preds.float().square().mean().backward()
     if dev.type == "cuda":
@@ -71,7 +77,7 @@ def run_one(args) -> dict:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
-        "impl": args.impl, "mask": args.mask, "device": args.device, "batch": args.batch, "seconds": args.seconds,
+        "impl": args.impl, "mask": args.mask, "decoder_only": args.decoder_only, "device": args.device, "batch": args.batch, "seconds": args.seconds,
         "padded": args.padded, "frames": T, "steps": K, "step_seconds": time.perf_counter() - t0,
         "peak_mb": peak, "before_step_mb": base, "step_added_mb": peak - base,
         # What the dense path allocates for its boolean mask alone ([B, 1, K*T, K*T] bytes).
@@ -86,7 +92,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--mask", default="full", choices=["full", "previous"])
+    ap.add_argument("--targets", default="4,8,12", help="teacher layers = generation steps (all 12 for many steps)")
     ap.add_argument("--padded", action="store_true", help="make the last item shorter (padding masks)")
+    ap.add_argument("--decoder-only", action="store_true", help="skip the CNN front end (x0 random): attention's share")
     ap.add_argument("--impls", default="dense,steps", help="comma-separated: dense, steps, flex")
     ap.add_argument("--out", default="bench/out/grid_attention_memory")
     ap.add_argument("--impl", help=argparse.SUPPRESS)  # child mode
@@ -98,9 +106,8 @@ def main() -> None:
     results = []
     for impl in args.impls.split(","):
         cmd = [sys.executable, __file__, "--impl", impl, "--device", args.device, "--threads", str(args.threads),
-               "--seconds", str(args.seconds), "--batch", str(args.batch), "--mask", args.mask]
-        if args.padded:
-            cmd.append("--padded")
+               "--seconds", str(args.seconds), "--batch", str(args.batch), "--mask", args.mask, "--targets", args.targets]
+        cmd += [f for f, on in (("--padded", args.padded), ("--decoder-only", args.decoder_only)) if on]
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if out.returncode != 0:
             sys.exit(f"{impl} failed:\n{out.stderr[-4000:]}")
@@ -108,7 +115,8 @@ def main() -> None:
         print(f"{impl}: peak {results[-1]['peak_mb']:.0f} MB", file=sys.stderr)
     r0 = results[0]
     lines = [
-        (f"GenDistiller training pass (front end + decoder, forward + backward), Base shape, {args.device}, "
+        (f"GenDistiller training pass ({'decoder only' if args.decoder_only else 'front end + decoder'}, forward + "
+        f"backward), Base shape, {args.device}, "
         f"batch {args.batch} x {args.seconds} s ({r0['frames']} frames, {r0['steps']} steps), mask {args.mask}"
         f"{', last item padded' if args.padded else ''}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"),
         "",

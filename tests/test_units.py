@@ -81,7 +81,7 @@ def test_crop_offsets_align_labels(tone_units, tone_corpus):
     utt = read_manifest(tone_corpus["train"])[0]
     full = targets.labels[utt.id]
     # a crop starting 3.4 frames in: labels from frame round(3.4) = 3
-    batch = Batch(torch.zeros(1, 8000), torch.tensor([8000]), [utt.id], [None], [], [3 * 320 + 128])
+    batch = Batch(torch.zeros(1, 8000), torch.tensor([8000]), [utt.id], [None], [], torch.tensor([3 * 320 + 128]))
     n = int(config_output_lengths(tiny_config("hubert"), 8000))
     got = targets.batch(batch, torch.tensor([n]), n)
     assert torch.equal(got[0], torch.from_numpy(full[3 : 3 + n]))
@@ -101,5 +101,5 @@ def test_dataset_crops_report_their_offset(tone_corpus):
     batch = collate([ds[i] for i in range(3)])
     for i in range(3):
         full = load_audio(utts[i].path)
-        off = batch.offsets[i]
+        off = int(batch.offsets[i])
         assert np.array_equal(batch.wav[i, :4000].numpy(), full[off : off + 4000])

@@ -104,6 +104,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--repeat", default="", help="comma-separated copies of each input (empty: 1 each)")
     q.set_defaults(func=run_merge)
 
+    q = dsub.add_parser("predecode", help="decode a corpus once into 16 kHz WAV shards (fast training reads)",
+                        formatter_class=HelpFormatter,
+                        description="Decodes (and resamples) every utterance once into OUT/shards/*.wav, many "
+                        "utterances per shard, and writes OUT/<manifest name> with the same lines plus an 'offset' "
+                        "into the shard. Training then reads only each crop's samples instead of decoding FLAC "
+                        "every epoch.")
+    q.add_argument("manifest", help="input manifest (.jsonl)")
+    q.add_argument("--out", required=True, help="output folder (shards/ and the new manifest)")
+    q.add_argument("--shard-seconds", type=float, default=3600.0, help="audio per shard (1 h of PCM16 = 115 MB)")
+    q.add_argument("--subtype", choices=["PCM_16", "FLOAT"], default="PCM_16",
+                   help="sample format: PCM_16 is lossless for 16-bit sources, FLOAT keeps float32 (2x size)")
+    q.add_argument("--workers", type=int, default=0, help="decoding processes (0 = this one)")
+    q.add_argument("--on-bad-audio", choices=["error", "skip"], default="error", help=BAD_HELP)
+    q.set_defaults(func=run_predecode)
+
     from speechdistill.cli import synth_cmd
 
     synth_cmd.register(dsub)
@@ -182,6 +197,15 @@ def run_merge(args) -> int:
         raise BadInputError(f"--repeat {args.repeat!r}: expected comma-separated integers") from None
     n = merge_manifests(args.manifests, args.out, repeats)
     print(f"{n} utterances -> {args.out}")
+
+
+def run_predecode(args) -> int:
+    from speechdistill.data.predecode import predecode
+
+    res = predecode(args.manifest, args.out, args.shard_seconds, args.subtype, args.on_bad_audio, args.workers)
+    print(f"{res.utterances} utterances, {res.seconds / 3600:.3f} h -> {len(res.shards)} shard(s), "
+          f"{res.bytes / 2**20:.1f} MiB; manifest {res.manifest}")
+    _report_skipped(res.skipped)
     return 0
 
 

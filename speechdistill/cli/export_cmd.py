@@ -66,7 +66,7 @@ FLAGS = [
     Flag("--int8-conv", "int8_conv", "Conv ops in the int8 file: fp32, static (QDQ int8 calibrated on "
          "--int8-calib-manifest) or auto (the faster of the two, measured)", choices=["fp32", "static", "auto"]),
     Flag("--int8-calib-manifest", "int8_calib_manifest", "manifest (JSONL) of calibration audio for static int8 "
-         "(default: --parity-manifest)", metavar="MANIFEST"),
+         "(when not given: the --parity-manifest)", metavar="MANIFEST"),
     Flag("--speed-threads", "speed.threads", "threads for the RTF measurement of every file written", type=int),
     Flag("--speed-seconds", "speed.seconds", "input length (s) of the RTF measurement", type=float),
     Flag("--no-speed", "speed.enabled", "skip the RTF measurement", const=False),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
@@ -11,6 +12,9 @@ import soxr
 
 from speechdistill import SAMPLE_RATE
 from speechdistill.data.errors import BadAudioError
+
+if TYPE_CHECKING:
+    from speechdistill.data.manifest import Utterance
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +34,19 @@ def load_audio(
     expected_sr: int | None = None,
     min_samples: int = MIN_SAMPLES,
     mono: str = "mix",
+    start: int = 0,
+    frames: int = -1,
 ) -> np.ndarray:
     """Load ``path`` as float32 mono at ``target_sr``.
 
+    ``start``/``frames``: read only that many samples from that sample on (at the file's rate); a
+    region that runs past the end of the file is an error (a stale shard manifest).
     ``expected_sr``: the manifest's rate; a file at another rate means a stale manifest.
     ``mono``: ``mix`` averages channels, ``error`` refuses multi-channel files.
     Raises BadAudioError naming the file and the problem.
     """
     try:
-        data, sr = sf.read(path, dtype="float32", always_2d=True)
+        data, sr = sf.read(path, dtype="float32", always_2d=True, start=start, frames=frames)
     except FileNotFoundError:
         raise BadAudioError(path, "file does not exist") from None
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
@@ -47,6 +55,8 @@ def load_audio(
         raise BadAudioError(path, f"unreadable or corrupt audio ({e})") from None
     if expected_sr is not None and sr != expected_sr:
         raise BadAudioError(path, f"sample rate is {sr} Hz but the manifest says {expected_sr} Hz")
+    if frames >= 0 and data.shape[0] < frames:
+        raise BadAudioError(path, f"samples {start}..{start + frames} requested but the file ends at {start + data.shape[0]}")
     if data.shape[0] == 0:
         raise BadAudioError(path, "empty audio (zero samples)")
     if data.shape[1] > 1:
@@ -65,6 +75,22 @@ def load_audio(
             f"{min_samples} ({1000 * min_samples / target_sr:.0f} ms)",
         )
     return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def load_utterance(utt: Utterance, start: int = 0, frames: int | None = None) -> np.ndarray:
+    """A manifest utterance as float32 mono 16 kHz: the whole file, or its region of a pre-decoded shard.
+
+    ``start``/``frames`` pick a part (16 kHz samples); for a 16 kHz shard only that part is read."""
+    if utt.offset is not None and utt.sample_rate == SAMPLE_RATE:
+        n = utt.num_samples - start if frames is None else frames
+        return load_audio(utt.path, expected_sr=utt.sample_rate, start=utt.offset + start, frames=n)
+    if utt.offset is not None:
+        wav = load_audio(utt.path, expected_sr=utt.sample_rate, start=utt.offset, frames=utt.num_samples)
+    else:
+        wav = load_audio(utt.path, expected_sr=utt.sample_rate)
+    if start or frames is not None:
+        wav = wav[start : None if frames is None else start + frames]
+    return wav
 
 
 def audio_info(path: str) -> tuple[int, int, int]:

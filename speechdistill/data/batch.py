@@ -19,12 +19,15 @@ class Batch:
     texts: list[str | None] = field(default_factory=list)
     # (path, reason) of utterances dropped from this batch under on_bad_audio=skip
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    # Sample where each item starts in its utterance (random crops); empty = every item starts at 0.
-    # Frame-level targets stored per utterance (unit labels) are aligned with it.
-    offsets: list[int] = field(default_factory=list)
+    # [B] long: where each item starts in its utterance (random crops), in 16 kHz samples; None = unknown
+    # (every item starts at 0).  With ids and lengths it names exactly which audio an item is (the teacher
+    # target cache's key); frame-level targets stored per utterance (unit labels) are aligned with it.
+    offsets: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.wav.to(device), self.lengths.to(device), self.ids, self.texts, self.skipped, self.offsets)
+        # non_blocking: an asynchronous copy from pinned memory (a plain copy otherwise).
+        return Batch(self.wav.to(device, non_blocking=True), self.lengths.to(device, non_blocking=True),
+                     self.ids, self.texts, self.skipped, self.offsets)
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from speechdistill import SAMPLE_RATE
-from speechdistill.data.audio import audio_info, load_audio
+from speechdistill.data.audio import audio_info, load_utterance
 from speechdistill.data.errors import BadAudioError, ManifestError
 from speechdistill.data.manifest import iter_manifest_lines, length_mismatch
 
@@ -52,11 +52,16 @@ def check_manifest(manifest: str, decode: bool = True, progress: bool = True) ->
             if item.num_samples == 0:
                 raise BadAudioError(item.path, "num_samples is 0")
             if decode:
-                samples_16k = len(load_audio(item.path, expected_sr=item.sample_rate))
+                samples_16k = len(load_utterance(item))
             else:
                 frames, sr, _ = audio_info(item.path)
                 if sr != item.sample_rate:
                     raise BadAudioError(item.path, f"sample rate is {sr} Hz but the manifest says {item.sample_rate} Hz")
+                if item.offset is not None:  # a region of a pre-decoded shard
+                    if item.offset + item.num_samples > frames:
+                        raise BadAudioError(item.path, f"offset {item.offset} + num_samples {item.num_samples} is past "
+                                            f"the shard's end ({frames} samples)")
+                    frames = item.num_samples
                 samples_16k = round(frames * SAMPLE_RATE / sr)
             problem = length_mismatch(item, samples_16k)
             if problem:

@@ -3,10 +3,18 @@
 Batching is ours rather than accelerate's: a batch sampler that is a pure function of (seed, epoch,
 rank) lets a resumed run start at the exact batch it stopped at (accelerate's ``skip_first_batches``
 has known bugs past the first epoch), and sharding by rank keeps multi-process runs disjoint.
+
+Keeping a GPU fed: worker processes decode ahead (``num_workers``, ``prefetch_factor``) and stay alive
+across epochs (``persistent_workers``; the epoch travels with each index, so their dataset copies need
+no update), batches land in pinned memory for asynchronous copies (``pin_memory``), ragged batches are
+padded up to a multiple of ``pad_to_multiple_seconds`` so ``torch.compile`` sees few shapes, and
+pre-decoded shards (``speechdistill data predecode``) are read without decoding FLAC again, only the
+crop's samples.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -19,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from speechdistill import SAMPLE_RATE
 from speechdistill.config import ConfigError, check_ranges
-from speechdistill.data.audio import MIN_SAMPLES, load_audio
+from speechdistill.data.audio import MIN_SAMPLES, load_utterance
 from speechdistill.data.batch import Batch, make_batches, pad_waveforms
 from speechdistill.data.errors import BadAudioError, ManifestError
 from speechdistill.data.manifest import Utterance, iter_manifest_lines, length_mismatch
@@ -40,6 +48,16 @@ class DataConfig:
     min_seconds: float = 0.0
     max_seconds: float = 0.0
     num_workers: int = 0
+    # Batches each worker prepares ahead (DataLoader prefetch_factor; only with num_workers > 0).
+    prefetch_factor: int = 2
+    # Keep worker processes between epochs (only with num_workers > 0).
+    persistent_workers: bool = True
+    # Page-locked batches for asynchronous host-to-GPU copies (ignored without a GPU).
+    pin_memory: bool = True
+    # Shape bucketing: a batch with padding is padded further, up to a multiple of this many seconds,
+    # so that torch.compile sees a few lengths instead of one per batch. 0 = off. Batches without
+    # padding (e.g. equal random crops) are left alone: they take the mask-free attention path.
+    pad_to_multiple_seconds: float = 0.0
     on_bad_audio: Literal["error", "skip"] = "error"
     # Limit for validation: at most this many dev batches (0 = all).
     max_dev_batches: int = 0
@@ -53,6 +71,7 @@ class DataConfig:
         check_ranges(
             "data", self, max_batch_seconds=">0", max_batch_size=">=1", crop_seconds=">=0", min_seconds=">=0",
             max_seconds=">=0", num_workers=">=0", max_dev_batches=">=0", max_dev_seconds=">=0",
+            pad_to_multiple_seconds=">=0", prefetch_factor=">=1",
             hints={"max_dev_batches": "0 = every dev batch", "max_dev_seconds": "0 = no limit",
                    "max_seconds": "0 = no limit", "crop_seconds": "0 = no crops"},
         )
@@ -104,7 +123,9 @@ def load_utterances(
 
 class AudioDataset(Dataset):
     """Loads, validates and optionally crops utterances. Crops are a function of (seed, epoch, index)
-    so that a resumed run sees the same crops as an uninterrupted one."""
+    so that a resumed run sees the same crops as an uninterrupted one.  Items are looked up by index,
+    or by (epoch, index) pairs (what the training loader sends, so persistent workers see the epoch).
+    An item is (utterance, waveform or None, problem or None, crop offset in samples)."""
 
     def __init__(
         self,
@@ -128,23 +149,33 @@ class AudioDataset(Dataset):
         n = math.ceil(u.num_samples * SAMPLE_RATE / u.sample_rate)
         return min(n, self.crop_samples) if self.crop_samples else n
 
-    def __getitem__(self, i: int):
+    def crop_start(self, epoch: int, i: int, num_samples: int) -> int:
+        rng = random.Random(hash((self.seed, epoch, i)) & 0xFFFFFFFF)
+        return rng.randrange(0, num_samples - self.crop_samples + 1)
+
+    def __getitem__(self, key: int | tuple[int, int]):
+        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
         u = self.utts[i]
+        start = 0
         try:
-            wav = load_audio(u.path, expected_sr=u.sample_rate)
-            problem = length_mismatch(u, wav.shape[0])
-            if problem:
-                raise BadAudioError(u.path, problem)
+            # A 16 kHz shard knows its exact length: read just the crop.
+            exact = u.offset is not None and u.sample_rate == SAMPLE_RATE
+            if exact and self.crop_samples and u.num_samples > self.crop_samples:
+                start = self.crop_start(epoch, i, u.num_samples)
+                wav = load_utterance(u, start, self.crop_samples)
+            else:
+                wav = load_utterance(u)
+                problem = length_mismatch(u, wav.shape[0])
+                if problem:
+                    raise BadAudioError(u.path, problem)
         except BadAudioError as e:
             # Returned, not raised: an exception in a worker process reaches the caller as torch's generic
             # RuntimeError; the main process raises the clean error (``raise_if_bad``).
             if self.on_bad_audio != "error":
                 log.warning("skipping %s: %s", e.path, e.problem)
             return (u, None, e.problem, 0)
-        start = 0
         if self.crop_samples and wav.shape[0] > self.crop_samples:
-            rng = random.Random(hash((self.seed, self.epoch, i)) & 0xFFFFFFFF)
-            start = rng.randrange(0, wav.shape[0] - self.crop_samples + 1)
+            start = self.crop_start(epoch, i, wav.shape[0])
             wav = wav[start : start + self.crop_samples]
         return (u, wav, None, start)
 
@@ -180,14 +211,18 @@ def raise_if_bad(batch: Batch, on_bad_audio: str) -> None:
         raise BadAudioError(*batch.skipped[0])
 
 
-def collate(items) -> Batch:
-    good = [(u, w, start) for u, w, _, start in items if w is not None]
+def collate(items, pad_multiple: int = 0) -> Batch:
+    """Items of ``AudioDataset`` -> a padded ``Batch``; with ``pad_multiple`` (samples) a batch that has
+    padding is padded up to a multiple of it (a batch of equal lengths is left unpadded)."""
+    good = [(u, w, off) for u, w, _, off in items if w is not None]
     skipped = [(u.path, why) for u, w, why, _ in items if w is None]
     if not good:
         return Batch(torch.zeros(0, MIN_SAMPLES), torch.zeros(0, dtype=torch.long), [], [], skipped)
     wav, lengths = pad_waveforms([w for _, w, _ in good])
+    if pad_multiple > 1 and bool((lengths < wav.shape[1]).any()):
+        wav = torch.nn.functional.pad(wav, (0, -wav.shape[1] % pad_multiple))
     return Batch(wav, lengths, [u.id for u, _, _ in good], [u.text for u, _, _ in good], skipped,
-                 [start for _, _, start in good])
+                 torch.tensor([off for _, _, off in good], dtype=torch.long))
 
 
 class BucketBatchSampler:
@@ -248,18 +283,43 @@ class BucketBatchSampler:
         yield from self._all_batches()[self.start_batch :]
 
 
+class _EpochTagged:
+    """The sampler's batches as (epoch, index) pairs: worker processes that outlive an epoch
+    (persistent workers) then crop for the right epoch without being told."""
+
+    def __init__(self, sampler: BucketBatchSampler):
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch = self.sampler.epoch
+        for batch in self.sampler:
+            yield [(epoch, i) for i in batch]
+
+
+def loader_kwargs(cfg: DataConfig, device_type: str = "cpu") -> dict:
+    """DataLoader options for feeding ``device_type`` (workers, prefetch, pinned memory)."""
+    kw: dict = {"num_workers": cfg.num_workers, "pin_memory": cfg.pin_memory and device_type == "cuda"}
+    if cfg.num_workers > 0:
+        kw.update(prefetch_factor=cfg.prefetch_factor, persistent_workers=cfg.persistent_workers)
+    return kw
+
+
 def build_train_loader(
-    cfg: DataConfig, seed: int = 0, rank: int = 0, world_size: int = 1
+    cfg: DataConfig, seed: int = 0, rank: int = 0, world_size: int = 1, device_type: str = "cpu"
 ) -> tuple[DataLoader, BucketBatchSampler, list[tuple[str, str]]]:
     utts, skipped = load_utterances(cfg.train_manifest, cfg.on_bad_audio, cfg.min_seconds, cfg.max_seconds)
     ds = AudioDataset(utts, int(cfg.crop_seconds * SAMPLE_RATE), cfg.on_bad_audio, seed)
     sampler = BucketBatchSampler(ds, cfg.max_batch_seconds, cfg.max_batch_size, True, seed, rank, world_size)
     loader = DataLoader(
-        ds, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.num_workers,
-        persistent_workers=False, pin_memory=False,
+        ds, batch_sampler=_EpochTagged(sampler),
+        collate_fn=functools.partial(collate, pad_multiple=round(cfg.pad_to_multiple_seconds * SAMPLE_RATE)),
         # Its own generator: a new iterator must not draw from the global RNG, or a resumed run's
         # dropout masks would differ from an uninterrupted run's.
         generator=torch.Generator().manual_seed(seed),
+        **loader_kwargs(cfg, device_type),
     )
     return loader, sampler, skipped
 

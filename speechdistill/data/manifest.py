@@ -1,8 +1,10 @@
 """The native manifest: JSONL, one utterance a line.
 
 Keys: ``id``, ``path`` (relative to the manifest's folder, or absolute), ``num_samples``,
-``sample_rate``, and optional ``text``, ``speaker`` and ``label`` (a class name for utterance-level
-tasks such as keyword spotting: ``speechdistill compare``).  Reading resolves paths to absolute ones;
+``sample_rate``, and optional ``text``, ``speaker``, ``label`` (a class name for utterance-level
+tasks such as keyword spotting: ``speechdistill compare``) and ``offset``: the utterance is then
+``num_samples`` samples starting at sample ``offset`` of ``path``, a shard of many utterances written by
+``speechdistill data predecode``.  Reading resolves paths to absolute ones;
 writing makes them relative to the manifest's folder where possible so a corpus folder can move.
 """
 
@@ -19,7 +21,7 @@ from speechdistill.data.errors import ManifestError
 from speechdistill.utils.io import atomic_write_text
 
 REQUIRED_KEYS = ("id", "path", "num_samples", "sample_rate")
-OPTIONAL_KEYS = ("text", "speaker", "label")
+OPTIONAL_KEYS = ("text", "speaker", "label", "offset")
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Utterance:
     text: str | None = None
     speaker: str | None = None
     label: str | None = None
+    offset: int | None = None  # first sample in ``path`` (a pre-decoded shard); None = the whole file
 
     @property
     def duration(self) -> float:
@@ -76,9 +79,12 @@ def parse_line(line: str, manifest: str, line_no: int, base_dir: Path) -> Uttera
     for k in ("id", "path"):
         if not isinstance(obj[k], str) or not obj[k]:
             raise ManifestError(manifest, line_no, f"{k} must be a non-empty string")
-    for k in OPTIONAL_KEYS:
+    for k in ("text", "speaker"):
         if obj.get(k) is not None and not isinstance(obj[k], str):
             raise ManifestError(manifest, line_no, f"{k} must be a string")
+    offset = obj.get("offset")
+    if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int) or offset < 0):
+        raise ManifestError(manifest, line_no, f"offset must be a non-negative integer, got {offset!r}")
     path = Path(obj["path"])
     if not path.is_absolute():
         path = base_dir / path
@@ -90,6 +96,7 @@ def parse_line(line: str, manifest: str, line_no: int, base_dir: Path) -> Uttera
         text=obj.get("text"),
         speaker=obj.get("speaker"),
         label=obj.get("label"),
+        offset=offset,
     )
 
 

@@ -169,6 +169,11 @@ def export_fairseq(manifest: str | Path, tsv: str | Path, wrd: str | Path | None
                    ltr: str | Path | None = None) -> int:
     """Write fairseq tsv (+ .wrd words, + .ltr letters with '|' word boundaries)."""
     utts = read_manifest(manifest)
+    sharded = [u.id for u in utts if u.offset is not None]
+    if sharded:
+        raise ManifestError(str(manifest), None, f"{len(sharded)} utterance(s) (e.g. {sharded[0]}) are regions of "
+                            "pre-decoded shards (an offset key), which fairseq manifests cannot express; export "
+                            "the manifest that `data predecode` read instead")
     paths = [Path(u.path).resolve() for u in utts]
     root = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else Path(".")
     out = [str(root)] + [f"{p.relative_to(root)}\t{u.num_samples}" for p, u in zip(paths, utts)]

@@ -167,7 +167,7 @@ def random_inputs(lengths_s: Sequence[float], seed: int = 0) -> list[ParityInput
 
 def manifest_inputs(manifest: str | Path, max_utterances: int, max_seconds: float) -> list[ParityInput]:
     """The first utterances of a manifest (16 kHz, cut to ``max_seconds``): alone and as one padded batch."""
-    from speechdistill.data.audio import load_audio
+    from speechdistill.data.audio import load_utterance
     from speechdistill.data.errors import ManifestError
     from speechdistill.data.manifest import read_manifest
 
@@ -176,7 +176,7 @@ def manifest_inputs(manifest: str | Path, max_utterances: int, max_seconds: floa
         raise ManifestError(str(manifest), None, "no utterances for the parity check")
     waves, texts = [], []
     for u in utts:
-        audio = load_audio(u.path, target_sr=SAMPLE_RATE)[: int(max_seconds * SAMPLE_RATE)]
+        audio = load_utterance(u)[: int(max_seconds * SAMPLE_RATE)]
         waves.append(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)))
         texts.append(u.text)
     cases = [
@@ -192,7 +192,7 @@ def manifest_inputs(manifest: str | Path, max_utterances: int, max_seconds: floa
 def wer_inputs(manifest: str | Path, max_utterances: int, max_seconds: float = 0.0) -> list[ParityInput]:
     """Whole utterances with transcripts, one per input, for the int8 WER judgement; utterances longer
     than ``max_seconds`` (0 = no limit) are left out (whole, an hour-long file would not fit in memory)."""
-    from speechdistill.data.audio import load_audio
+    from speechdistill.data.audio import load_utterance
     from speechdistill.data.manifest import read_manifest
 
     out = []
@@ -204,7 +204,7 @@ def wer_inputs(manifest: str | Path, max_utterances: int, max_seconds: float = 0
         if max_seconds and u.duration > max_seconds:
             log.info("int8 WER check: leaving out %s (%.1f s, above %g s)", u.path, u.duration, max_seconds)
             continue
-        audio = load_audio(u.path, target_sr=SAMPLE_RATE)
+        audio = load_utterance(u)
         w = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
         out.append(ParityInput(f"manifest-{u.id}", "manifest", w[None], torch.tensor([w.numel()]), [u.text]))
     return out

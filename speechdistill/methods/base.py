@@ -12,7 +12,7 @@ from torch import nn
 
 from speechdistill.data.batch import Batch
 from speechdistill.methods.losses import multi_layer_loss
-from speechdistill.models.encoder import EncoderOutput
+from speechdistill.methods.speed import SpeedConfig
 from speechdistill.models.teacher import Teacher
 from speechdistill.utils.io import atomic_write_text
 
@@ -49,19 +49,73 @@ class DistillMethod:
         self.teacher = teacher
         self.targets = list(targets)
         self.cos_weight = cos_weight
+        # How the step runs (teacher precision/kernels, 2-D attention, target cache); run.distill sets it.
+        self.speed = SpeedConfig()
+        self.cache = None  # a methods.teacher_cache.TeacherTargetCache once ``setup`` made one
 
-    def setup(self, device: torch.device) -> None:
-        self.teacher.to(device)
+    def setup(self, device: torch.device, rank: int = 0) -> None:
+        from speechdistill.models.teacher_forward import configure_teacher
+
+        sp = self.speed
+        # Weights stay fp32 until ``prepare_model``: the student copies its initial weights from them.
+        self.teacher_settings = configure_teacher(
+            self.teacher, device, sp.teacher_dtype, sp.teacher_attention, sp.teacher_batched_cnn, cast=False
+        )
+        if sp.teacher_cache_dir:
+            from speechdistill.methods.teacher_cache import TeacherTargetCache, teacher_fingerprint
+
+            fp = teacher_fingerprint(self.teacher, self.targets, self.teacher_settings["dtype"])
+            self.cache = TeacherTargetCache(sp.teacher_cache_dir, fp, self.teacher.config, rank)
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """Called by the engine once the student is built (the ``train.compile`` hook): the teacher takes
+        its runtime dtype, the student its attention implementations."""
+        from speechdistill.models.block_attention import set_grid_attention
+
+        settings = getattr(self, "teacher_settings", None)  # set by ``setup``
+        if settings is not None:
+            self.teacher.to(getattr(torch, settings["dtype"]))
+        for m in model.modules():
+            cfg = getattr(m, "config", None)
+            # A copied teacher config may ask for FlashAttention-2, which needs half-precision inputs; the
+            # student keeps fp32 weights, and SDPA picks its own flash kernel under bf16 autocast.
+            if getattr(cfg, "_attn_implementation", None) == "flash_attention_2" and hasattr(m, "set_attn_implementation"):
+                m.set_attn_implementation("sdpa")
+        set_grid_attention(model, "steps" if self.speed.grid_attention == "auto" else self.speed.grid_attention)
+        return model
 
     def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
         return default_param_groups(model, lr, weight_decay)
 
-    def teacher_output(self, batch: Batch) -> EncoderOutput:
-        return self.teacher(batch.wav, batch.lengths, upto_layer=max(self.targets))
-
     def teacher_targets(self, batch: Batch) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        out = self.teacher_output(batch)
-        return [out.hidden_states[t] for t in self.targets], out.frame_lengths, out.frame_mask
+        """fp32 teacher layers ``targets`` [B, T, D] each, frame lengths and the frame mask.  The teacher
+        stops at the deepest target layer."""
+        layers, lengths, mask = self.teacher_layers(batch)
+        return layers[len(layers) - len(self.targets):], lengths, mask
+
+    def fetched_layers(self) -> list[int]:
+        """Teacher layers taken per batch: the targets, plus the CNN output (hidden state 0) when a cheaper
+        front end trains against it."""
+        front = [0] if self.front_end is not None and self.front_end.trains else []
+        return front + list(self.targets)
+
+    def teacher_layers(self, batch: Batch) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """fp32 copies of ``fetched_layers()``, frame lengths and mask; through the target cache if any."""
+        from speechdistill.models.frames import config_output_lengths, frame_mask
+
+        if self.cache is not None:
+            cached = self.cache.get(batch)
+            if cached is not None:
+                lengths = config_output_lengths(self.teacher.config, batch.lengths).long()
+                return cached, lengths, frame_mask(lengths, cached[0].shape[1])
+        out = self.teacher(batch.wav, batch.lengths, upto_layer=max(self.targets))
+        # The teacher runs under inference_mode; autograd cannot save inference tensors for backward (the
+        # cosine loss and GenDistiller's history both need them), so take fp32 copies out here.
+        layers = [out.hidden_states[t].to(torch.float32, copy=True) for t in self.fetched_layers()]
+        lengths = out.frame_lengths.clone()
+        if self.cache is not None:
+            self.cache.put(batch, layers, lengths)
+        return layers, lengths, frame_mask(lengths, layers[0].shape[1])
 
     def student_predictions(
         self, model: nn.Module, batch: Batch, teacher_layers: list[torch.Tensor], step: int
@@ -71,8 +125,8 @@ class DistillMethod:
         raise NotImplementedError
 
     def compute_loss(self, model: nn.Module, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        t_out = self.teacher_output(batch)
-        targets, t_lengths, mask = [t_out.hidden_states[t] for t in self.targets], t_out.frame_lengths, t_out.frame_mask
+        layers, t_lengths, mask = self.teacher_layers(batch)
+        targets = layers[len(layers) - len(self.targets):]
         preds, s_lengths, *rest = self.student_predictions(model, batch, targets, step)
         if not torch.equal(t_lengths.cpu(), s_lengths.cpu()):
             raise RuntimeError(
@@ -84,7 +138,7 @@ class DistillMethod:
             if not rest:
                 raise RuntimeError(f"{self.name}: the front-end loss needs the student's hidden_states[0] from "
                                    "student_predictions")
-            fe_loss, fe_metrics = self.front_end.loss(rest[0], t_out.hidden_states[0], mask, self.cos_weight)
+            fe_loss, fe_metrics = self.front_end.loss(rest[0], layers[0], mask, self.cos_weight)
             loss = loss + fe_loss
             metrics.update(fe_metrics)
         return loss, metrics

@@ -153,6 +153,12 @@ class CurriculumMethod:
     def setup(self, device: torch.device) -> None:
         self.inner.setup(device)
 
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        prepare = getattr(self.inner, "prepare_model", None)
+        if prepare is not None:
+            prepare(model.inner)
+        return model
+
     def build_model(self) -> nn.Module:
         inner_model = self.inner.build_model()
         depth = self.inner.student_depth(inner_model)

@@ -158,7 +158,7 @@ class UnitTargets:
 
     def batch(self, batch: Batch, frame_lengths: torch.Tensor, max_frames: int) -> torch.Tensor:
         out = torch.full((len(batch), max_frames), IGNORE, dtype=torch.long)
-        offsets = batch.offsets or [0] * len(batch)
+        offsets = batch.offsets.tolist() if batch.offsets is not None else [0] * len(batch)
         for i, (utt_id, n) in enumerate(zip(batch.ids, frame_lengths.tolist())):
             lab = self.labels[utt_id]
             start = round(offsets[i] / self.hop)

@@ -196,6 +196,8 @@ class GridSelfAttention(nn.Module):
         self.heads, self.head_dim = heads, dim // heads
         self.mask = check_mask_kind(mask)
         self.dropout = dropout
+        # native (below: per step, traceable for export) | dense | steps | flex | auto (models/block_attention.py)
+        self.grid_attention_impl = "native"
         self.q_proj = nn.Linear(dim, dim)
         self.k_proj = nn.Linear(dim, dim)
         self.v_proj = nn.Linear(dim, dim)
@@ -222,6 +224,18 @@ class GridSelfAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         if self.mask == "axial":
             o = axial_attention(q, k, v, step0, kv_start, valid, p)
+        elif self.grid_attention_impl == "dense":
+            # The reference the speed benchmarks compare against: one dense [Sq*T, Skv*T] mask, memory (K*T)**2.
+            Skv = k.shape[2]
+            m = dense_grid_mask(self.mask, step0, S, kv_start, Skv, valid)
+            o = F.scaled_dot_product_attention(
+                q.reshape(B, self.heads, S * T, self.head_dim), k.reshape(B, self.heads, Skv * T, self.head_dim),
+                v.reshape(B, self.heads, Skv * T, self.head_dim), attn_mask=m, dropout_p=p,
+            ).view(B, self.heads, S, T, self.head_dim)
+        elif self.grid_attention_impl != "native":  # speed.grid_attention: per-step SDPA or FlexAttention
+            from speechdistill.models.block_attention import block_grid_attention
+
+            o = block_grid_attention(q, k, v, self.mask, step0, kv_start, valid, p, self.grid_attention_impl)
         else:
             masked = needs_mask(valid)
             outs = []

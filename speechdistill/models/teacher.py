@@ -58,10 +58,17 @@ class Teacher(nn.Module):
     def hidden_size(self) -> int:
         return self.encoder.hidden_size
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def forward(
         self, wav: torch.Tensor, lengths: torch.Tensor | None = None, upto_layer: int | None = None
     ) -> EncoderOutput:
+        """Hidden states 0..``upto_layer`` (all by default); layers above it never run.
+
+        Runs under ``torch.inference_mode``: the outputs are inference tensors, which autograd cannot
+        save for backward; take copies (``.to(torch.float32, copy=True)``) before using them in a loss."""
+        param = next(self.encoder.parameters(), None)
+        if param is not None and param.is_floating_point() and wav.dtype != param.dtype:
+            wav = wav.to(param.dtype)  # a bf16/fp16 teacher (models.teacher_forward)
         return self.encoder.encode(wav, lengths, upto_layer=upto_layer)
 
 

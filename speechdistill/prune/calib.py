@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from speechdistill import SAMPLE_RATE
-from speechdistill.data.audio import MIN_SAMPLES, load_audio
+from speechdistill.data.audio import MIN_SAMPLES, load_utterance
 from speechdistill.data.batch import make_batches as make_index_batches
 from speechdistill.data.batch import pad_waveforms
 from speechdistill.data.errors import BadAudioError
@@ -76,7 +76,7 @@ def load_calibration_audio(
     wavs = []
     for u in select_utterances(manifest, num_calib, seed):
         try:
-            wav = load_audio(u.path, expected_sr=u.sample_rate)
+            wav = load_utterance(u)
         except BadAudioError as e:
             log.warning("skipping calibration utterance %s: %s", u.id, e)
             continue

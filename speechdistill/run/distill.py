@@ -8,6 +8,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
+from speechdistill import SAMPLE_RATE
 from speechdistill.config import ConfigError, check_ranges, to_dict
 from speechdistill.data.dataset import DataConfig
 from speechdistill.methods.curriculum import CurriculumConfig
@@ -15,6 +16,7 @@ from speechdistill.methods.distilhubert import DistilHuBERTConfig, DistilHuBERTM
 from speechdistill.methods.gendistiller import GenDistillerMethodConfig
 from speechdistill.methods.masked_prediction import MaskedPredictionConfig
 from speechdistill.methods.masked_units import MaskedUnitsConfig
+from speechdistill.methods.speed import SpeedConfig
 from speechdistill.methods.wid import WIDConfig, WIDKDConfig
 from speechdistill.models.edge_frontend import FrontEndConfig
 from speechdistill.train.engine import TrainConfig, TrainResult, train
@@ -45,6 +47,7 @@ class DistillConfig:
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     # A cheaper student front end (thin CNN, cheaper positional conv, lower frame rate), for any method.
     frontend: FrontEndConfig = field(default_factory=FrontEndConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -119,12 +122,32 @@ def build_method(cfg: DistillConfig):
     except ValueError as e:  # targets the teacher does not have
         targets = getattr(section, "targets", None)
         raise ConfigError(f"{cfg.method}{f'.targets={targets}' if targets else ''} with teacher {cfg.teacher}: {e}") from None
+    method.speed = cfg.speed
     method.front_end = build_front_end(cfg.frontend, teacher, cfg.data.train_manifest, cfg.train.seed)
     if cfg.curriculum.stages:
         from speechdistill.methods.curriculum import CurriculumMethod
 
         method = CurriculumMethod(method, cfg.curriculum, cfg.train.steps)
     return method
+
+
+def check_teacher_cache(cfg: DistillConfig, method) -> None:
+    """Print the teacher target cache's storage cost before training starts; refuse it over the limit."""
+    from speechdistill.methods.teacher_cache import audio_sizes, estimate_cache
+
+    if not cfg.speed.teacher_cache_dir:
+        return
+    d = cfg.data
+    est = estimate_cache(audio_sizes(d.train_manifest, d.min_seconds, d.max_seconds),
+                         round(d.crop_seconds * SAMPLE_RATE), method.teacher.config, len(method.targets),
+                         method.teacher.hidden_size)
+    log.info("%s", est.describe(len(method.targets), method.teacher.hidden_size))
+    limit = cfg.speed.teacher_cache_max_gb
+    if limit and est.bytes_per_epoch > limit * 1e9:
+        raise ConfigError(
+            f"speed.teacher_cache_dir: an epoch of targets needs {est.bytes_per_epoch / 1e9:.1f} GB, over "
+            f"speed.teacher_cache_max_gb={limit}; raise the limit or turn the cache off"
+        )
 
 
 def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -> TrainResult:
@@ -140,5 +163,6 @@ def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = Fals
             )
     with claim_run_dir(cfg.out_dir, resume, overwrite) as out_dir:
         method = build_method(cfg)
+        check_teacher_cache(cfg, method)
         log.info("distilling %s -> %s student into %s", cfg.teacher, cfg.method, out_dir)
         return train(method, cfg.train, cfg.optim, cfg.data, out_dir, resume=resume, run_config=to_dict(cfg))

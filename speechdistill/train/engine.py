@@ -30,6 +30,7 @@ from speechdistill.errors import (
     TrainingError,
 )
 from speechdistill.train.checkpoint import save_checkpoint, set_rng_state
+from speechdistill.train.compile import apply_compile
 from speechdistill.train.optim import OptimConfig, build_optimizer, build_scheduler
 from speechdistill.train.protocol import Method
 from speechdistill.train.resume import check_resumable, config_changes, newest_usable_checkpoint, truncate_log
@@ -63,6 +64,8 @@ class TrainConfig:
     # Count the FLOPs of every training step (forward and backward, teacher included) with torch's
     # FlopCounterMode and log the running total: curves against compute instead of steps. Costs time.
     count_flops: bool = False
+    # torch.compile (regional, see train/compile.py): none | student | all (student and teacher).
+    compile: Literal["none", "student", "all"] = "none"
 
     def validate(self) -> None:
         check_ranges(
@@ -110,6 +113,19 @@ class _StopFlag:
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+def refuse_sharded_training(distributed_type) -> None:
+    """FSDP and DeepSpeed shard parameters and optimizer state across ranks, but checkpoints here are
+    written by rank 0 from its own full state dict: they would save a shard.  Students are small
+    (< 30M parameters), so DDP (MULTI_GPU) is the supported multi-GPU mode."""
+    name = getattr(distributed_type, "value", str(distributed_type))
+    if name in ("FSDP", "DEEPSPEED"):
+        raise ConfigError(
+            f"accelerate distributed_type {name} is not supported: speechdistill checkpoints are written by rank 0 "
+            "from an unsharded state dict, which a sharded run does not have. Use distributed_type: MULTI_GPU "
+            "(DDP; see launch/accelerate_8gpu.yaml)"
+        )
 
 
 def resolve_mixed_precision(mode: str) -> str:
@@ -168,6 +184,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.run_config = run_config
         self.accelerator = _make_accelerator(train_cfg, self.out_dir)
+        refuse_sharded_training(self.accelerator.distributed_type)
         self.is_main = self.accelerator.is_main_process
         if self.is_main:
             ensure_dir(self.out_dir, "out_dir")
@@ -177,7 +194,7 @@ class Trainer:
         if hasattr(method, "setup"):
             method.setup(self.accelerator.device)
         try:
-            model = method.build_model()
+            model = apply_compile(method, method.build_model(), train_cfg.compile)
         except (ValueError, TypeError) as e:
             if isinstance(e, SpeechDistillError):
                 raise
@@ -210,7 +227,8 @@ class Trainer:
         if build is not None:
             return build(self.data_cfg, self.cfg.seed, rank, world)
         d = self.data_cfg
-        loader, sampler, skipped = build_train_loader(d, seed=self.cfg.seed, rank=rank, world_size=world)
+        loader, sampler, skipped = build_train_loader(d, seed=self.cfg.seed, rank=rank, world_size=world,
+                                                      device_type=self.accelerator.device.type)
         dev = None
         if d.dev_manifest:
             dev = build_eval_loader(
@@ -400,6 +418,7 @@ class Trainer:
         last_metrics: dict[str, float] = {}
         interrupted = False
         micro = 0
+        step_loss = None  # sum of this optimizer step's micro-batch losses
         with pbar, _StopFlag() as stop:
             while pos.step < cfg.steps and not interrupted and not self.stopped_early:
                 self.sampler.set_epoch(pos.epoch, pos.batch_in_epoch)
@@ -412,14 +431,19 @@ class Trainer:
                     batch = batch.to(self.accelerator.device)
                     sync = (micro + 1) % cfg.grad_accum == 0
                     loss, metrics = self.train_step(batch, sync)
+                    step_loss = loss.detach().float() + (0.0 if step_loss is None else step_loss)
                     micro += 1
                     window_audio += batch.audio_seconds * self.accelerator.num_processes
                     if not sync:
                         continue
                     grad_norm = self.optimizer_step()
                     pbar.update(1)
-                    last_metrics = {"loss": float(loss.detach()), **metrics}
+                    mean_loss, step_loss = step_loss / cfg.grad_accum, None
+                    last_metrics = {"loss": float(mean_loss), **metrics}
                     if pos.step % cfg.log_every == 0 or pos.step == cfg.steps:
+                        # The loss of the whole global batch (every micro-batch on every process), so that
+                        # N processes and 1 process with grad_accum=N log the same curve (tested).
+                        last_metrics["loss"] = float(self.accelerator.reduce(mean_loss, "mean"))
                         now = time.perf_counter()
                         speed = window_audio / max(now - window_t, 1e-9)
                         pos.audio_seconds += window_audio

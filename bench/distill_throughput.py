@@ -192,7 +192,7 @@ class Setup:
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.use_bf16):
             targets, _, mask = s3prl_teacher_targets(method, batch) if self.s3prl else method.teacher_targets(batch)
             mark()
-            preds, _ = method.student_predictions(self.model, batch, targets, 0)
+            preds = method.student_predictions(self.model, batch, targets, 0)[0]
             loss, _ = multi_layer_loss(preds, targets, method.targets, mask)
         mark()
         loss.backward()

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from speechdistill import SAMPLE_RATE
+from speechdistill.export.onnx_graph import reference_runner
 from speechdistill.export.parity import (
     ParityError,
     ParityOptions,
@@ -140,15 +141,6 @@ def _for_ctc_runner(model: nn.Module, extractor):
     return run
 
 
-def _ctc_runner(ctc: nn.Module):
-    @torch.no_grad()
-    def run(wav: torch.Tensor, lengths: torch.Tensor):
-        log_probs, frame_lengths = ctc(wav, lengths)
-        return log_probs, frame_lengths.long()
-
-    return run
-
-
 def export_hf_ctc(model: str | Path, out_dir: str | Path, parity: ParityOptions | None = None) -> ExportResult:
     """Write the ``*ForCTC`` directory, re-load it with ``AutoModelForCTC``, compare; raises ParityError
     (after writing ``parity.json``) and keeps nothing when they disagree."""
@@ -172,7 +164,7 @@ def export_hf_ctc(model: str | Path, out_dir: str | Path, parity: ParityOptions 
                        for_ctc.config.feat_extract_norm == "layer")
         reloaded = AutoModelForCTC.from_pretrained(str(staged)).eval()
         inputs = build_inputs(parity)
-        refs = reference_outputs(_ctc_runner(source.ctc), inputs)
+        refs = reference_outputs(reference_runner(source, None), inputs)
         extractor = AutoFeatureExtractor.from_pretrained(str(staged))
         report = fp32_report("hf-ctc", refs, _for_ctc_runner(reloaded, extractor), inputs, 1, parity)
         if not report.passed:

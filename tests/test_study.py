@@ -151,3 +151,25 @@ def test_cli_refuses_a_corpus_without_manifests(tmp_path, caplog):
     assert main(["study", "smoke", "--corpus", str(tmp_path), "--out", str(tmp_path / "o")]) != 0
     assert f"{tmp_path / 'train.jsonl'}" in caplog.text
     assert not (tmp_path / "o").exists()
+
+
+def test_wall_time_budget_ends_training_as_finished(corpus, tmp_path):
+    """train.max_train_seconds (the study's seconds budget): training stops early but finishes normally
+    (final validation, model, summary), long before train.steps."""
+    import json
+
+    from speechdistill.data.dataset import DataConfig
+    from speechdistill.methods.ctc import CTCConfig
+    from speechdistill.run.finetune import FinetuneConfig, run_finetune
+    from speechdistill.train.engine import TrainConfig
+
+    cfg = FinetuneConfig(
+        out_dir=str(tmp_path / "run"), ctc=CTCConfig(upstream="random:hubert", upstream_config={"preset": "tiny"}),
+        data=DataConfig(train_manifest=f"{corpus}/train.jsonl", dev_manifest=f"{corpus}/dev.jsonl",
+                        max_batch_seconds=4),
+        train=TrainConfig(steps=100_000, max_train_seconds=1.0, progress=False, log_with="none"),
+    )
+    res = run_finetune(cfg)
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert not res.interrupted and (tmp_path / "run" / "model").is_dir()
+    assert summary["budget_spent"] and 1.0 <= summary["loop_seconds"] < 30 and 0 < res.step < 100_000

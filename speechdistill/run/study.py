@@ -11,7 +11,7 @@ Layout of OUT::
     study_state.json          one entry per model step (resume: finished steps are reused)
     train/SIZE/               CTC training run (model/ is the trained model)
     compress/ROW/             pruned encoders, ONNX exports, distillation runs
-    student_init/             the one student shape every distillation starts from (random weights)
+    student_init/KEY/         the one student shape every distillation starts from (random weights)
     eval/                     the comparison (cells are reused on rerun; compare.json, compare.md)
     study.json, study.md      frontier points, Pareto fronts, the equal-cost answer
     study_vs_macs.png, study_vs_rtf.png
@@ -389,9 +389,12 @@ class _Maker:
 def student_init(cfg: StudyConfig) -> Path:
     """The random student every distillation starts from (written once, atomically; same seed, same shape)."""
     from speechdistill.models.factory import random_encoder
+    from speechdistill.study.state import step_key
     from speechdistill.utils.io import atomic_dir
 
-    path = Path(cfg.out) / "student_init"
+    # Named by its shape and seed: a changed student shape gets a new folder, never a stale one.
+    path = Path(cfg.out) / "student_init" / step_key({"family": cfg.training.family, "student": cfg.distill.student,
+                                                      "seed": cfg.seed})
     if not (path / "config.json").is_file():
         enc = random_encoder(cfg.training.family, dict(cfg.distill.student), seed=cfg.seed)
         with atomic_dir(path) as tmp:
@@ -425,6 +428,7 @@ def run_study(cfg: StudyConfig, make=None, on_cell=None) -> dict:
     from tqdm.auto import tqdm
 
     from speechdistill.evaluation.encoders import fingerprint
+    from speechdistill.evaluation.features import manifest_hash
     from speechdistill.evaluation.tasks import SuiteInterrupted
     from speechdistill.study.state import STATE_FILE, StudyState, step_key
     from speechdistill.utils.io import ensure_dir
@@ -439,12 +443,13 @@ def run_study(cfg: StudyConfig, make=None, on_cell=None) -> dict:
     state = StudyState(out / STATE_FILE)
     steps = plan_steps(cfg)
     maker = make or _Maker(cfg, manifests)
-    common = {"seed": cfg.seed, "training": to_dict(cfg.training), "budget": to_dict(cfg.budget),
-              "corpus": manifests}
-    per_kind = {"train": common, "prune": {k: getattr(cfg.sweep, k) for k in ("num_calib", "max_calib_seconds",
-                                                                               "sketch_rows")},
-                "int8": {"max_wer": cfg.sweep.int8_max_wer_increase},
-                "distill": {**to_dict(cfg.distill), "seed": cfg.seed, "corpus": manifests}}
+    # What each kind of step depends on besides its own settings and its parent's files (the corpus by content).
+    data = {"seed": cfg.seed, "corpus": {k: manifest_hash(v) for k, v in manifests.items()}}
+    per_kind = {"train": {**data, "training": to_dict(cfg.training), "budget": to_dict(cfg.budget)},
+                "prune": {**data, **{k: getattr(cfg.sweep, k) for k in ("num_calib", "max_calib_seconds",
+                                                                        "sketch_rows")}},
+                "int8": {**data, "max_wer": cfg.sweep.int8_max_wer_increase},
+                "distill": {**data, **to_dict(cfg.distill)}}
     done: dict[str, dict] = {}
     bar = tqdm(total=len(steps) + 1, desc="study", unit="step", dynamic_ncols=True)
     made = reused = 0

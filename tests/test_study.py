@@ -10,7 +10,7 @@ from speechdistill.config import ConfigError, load_config
 from speechdistill.errors import BadInputError
 from speechdistill.evaluation.tasks import SuiteInterrupted
 from speechdistill.run.study import StudyConfig, StudyInterrupted, _Maker, plan_steps, run_study
-from speechdistill.study.frontier import Point, equal_cost_answers, pareto_front
+from speechdistill.study.frontier import Point, equal_cost_answers, front_owners, pareto_front
 
 TINY = [
     ("sizes=[{name: s, config: {hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32}},"
@@ -117,6 +117,9 @@ def test_pareto_front_on_a_hand_example():
     # Points without a measured RTF are left out of the RTF front; higher-is-better flips the score.
     assert [p.name for p in pareto_front(pts, "rtf")] == ["d", "b"]
     assert [p.name for p in pareto_front(pts, "macs", higher_is_better=True)] == ["a", "d"]
+    # Where the front changes trained size: a and b from s, e and f from l.
+    mixed = [_p("a", 1, 0.5), _p("b", 2, 0.4), _p("e", 4, 0.1, size="l"), _p("f", 5, 0.05, size="l")]
+    assert front_owners(pareto_front(mixed, "macs"), "macs") == [("s", 1, 2), ("l", 4, 5)]
     with pytest.raises(BadInputError, match="x: non-finite"):
         pareto_front([*pts, _p("x", 1, math.nan)], "macs")
     with pytest.raises(BadInputError, match="unknown cost"):

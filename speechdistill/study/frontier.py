@@ -71,6 +71,20 @@ def pareto_front(points: Sequence[Point], cost: str, higher_is_better: bool = Fa
     return sorted((p for p in usable if not dominated(p)), key=lambda p: (getattr(p, attr), sign * p.score))
 
 
+def front_owners(front: Sequence[Point], cost: str) -> list[tuple[str, float, float]]:
+    """Runs of the front (cheapest first) that come from one trained size: (size, lowest cost, highest cost).
+    Where the size changes is where the answer to "which size should I train?" flips."""
+    attr = COSTS[cost][0]
+    runs: list[tuple[str, float, float]] = []
+    for p in front:
+        c = getattr(p, attr)
+        if runs and runs[-1][0] == p.size:
+            runs[-1] = (p.size, runs[-1][1], c)
+        else:
+            runs.append((p.size, c, c))
+    return runs
+
+
 def equal_cost_answers(points: Sequence[Point], size_order: Sequence[str], differences: dict[tuple[str, str], dict],
                        tolerance: float = 0.05) -> list[dict]:
     """For every trained size S (uncompressed), the best point from a LARGER size whose MACs are at most
@@ -113,7 +127,11 @@ def frontier_markdown(points: Sequence[Point], metric: str, answers: list[dict])
                 f"{_pct(p.ci_high)}] | {p.macs_per_second / 1e9:.3f} | {'-' if p.rtf is None else f'{p.rtf:.4f}'} "
                 f"| {p.params / 1e6:.2f} | {'-' if p.file_mb is None else f'{p.file_mb:.1f}'} |"
             )
-        lines.append("")
+        owners = front_owners(front, cost)
+        scale = 1e9 if cost == "macs" else 1.0
+        unit = " G" if cost == "macs" else ""
+        lines += ["", "Trained size owning the front, cheapest first: " + " -> ".join(
+            f"{size} ({lo / scale:.3g}-{hi / scale:.3g}{unit})" for size, lo, hi in owners), ""]
     lines += ["### Larger, compressed vs smaller, at no more MACs", "",
               ("The best row from a larger trained size whose MACs are at most the smaller size's (uncompressed); "
               "difference = rival - baseline in WER points, paired by utterance, 95 % CI."), "",

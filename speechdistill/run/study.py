@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 PRUNE_FAMILIES = ("stat", "stat_cnn", "magnitude")
 # Training FLOPs per forward MAC: 2 FLOPs per MAC, backward about twice the forward (Kaplan et al. 2020).
 TRAIN_FLOPS_PER_MAC = 6.0
+STEP_SLACK = 1.03
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _SHORT = {"stat": "stat", "stat_cnn": "statcnn", "magnitude": "mag"}  # row names: m4_stat50, m4_statcnn50, m4_mag50
 
@@ -284,8 +285,10 @@ def mean_batch_audio(data: DataConfig) -> float:
 
     utts, _ = load_utterances(data.train_manifest, data.on_bad_audio, data.min_seconds, data.max_seconds)
     sizes = [u.num_samples for u in utts]
-    batches = make_batches(sizes, int(data.max_batch_seconds * SAMPLE_RATE), data.max_batch_size, shuffle=False)
-    return sum(sizes) / SAMPLE_RATE / max(1, len(batches))
+    # Shuffled as in training (noisy lengths pack a little worse than sorted ones), over a few epochs.
+    n = [len(make_batches(sizes, int(data.max_batch_seconds * SAMPLE_RATE), data.max_batch_size, shuffle=True,
+                          seed=epoch)) for epoch in range(4)]
+    return sum(sizes) / SAMPLE_RATE / max(1.0, sum(n) / len(n))
 
 
 def training_plan(cfg: StudyConfig, size: StudySize, data: DataConfig) -> tuple[TrainConfig, dict[str, float]]:
@@ -297,7 +300,8 @@ def training_plan(cfg: StudyConfig, size: StudySize, data: DataConfig) -> tuple[
         return replace(t, max_train_seconds=cfg.budget.value, seed=cfg.seed), info
     audio = cfg.budget.value / (TRAIN_FLOPS_PER_MAC * macs)
     per_batch = mean_batch_audio(data)
-    steps = max(1, math.ceil(audio / per_batch))
+    # A little slack so the audio budget, not the step count, ends training (the schedule is cut at ~97 %).
+    steps = max(1, math.ceil(STEP_SLACK * audio / per_batch))
     info.update(audio_seconds_budget=audio, mean_batch_audio=per_batch, steps=steps)
     val_every = t.val_every if t.val_every < steps else 0
     save_every = t.save_every if t.save_every < steps else 0
@@ -564,13 +568,15 @@ def _write(cfg: StudyConfig, doc: dict) -> None:
     lines = [f"# {cfg.title}" + (" (SMOKE RUN: numbers not meaningful)" if cfg.smoke else ""), "",
              (f"Budget: {budget}. Study time {doc['seconds']:.0f} s ({doc['models_made']} model(s) made, "
              f"{doc['models_reused']} reused)."), "", "## Trained sizes", "",
-             "| size | params (M) | MACs/s (G) | steps | audio seen (s) | training FLOPs | loop time (s) |",
+             "| size | params (M) | MACs/s (G) | steps | audio seen (s) | training FLOPs (of budget) | loop time (s) |",
              "|---|---|---|---|---|---|---|"]
     params = {p.name: p.params for p in points}
     for n in doc["sizes"]:
         t = trained.get(n, {})
+        flops = t.get("train_flops", 0)
+        share = f" ({100 * flops / cfg.budget.value:.1f} %)" if cfg.budget.kind == "flops" else ""
         lines.append(f"| {n} | {params.get(n, float('nan')) / 1e6:.2f} | {t.get('macs_per_second', 0) / 1e9:.3f} "
-                     f"| {t.get('steps', '-')} | {t.get('audio_seconds_seen', 0):.0f} | {t.get('train_flops', 0):.3g} "
+                     f"| {t.get('steps', '-')} | {t.get('audio_seconds_seen', 0):.0f} | {flops:.3g}{share} "
                      f"| {t.get('loop_seconds') or 0:.0f} |")
     lines += ["", "## Frontier", "", *(f"![{p.stem}]({p.name})" for p in plots), "",
               frontier_markdown(points, "wer", doc["answers"])]

@@ -14,6 +14,7 @@ FORBIDDEN = {
     "asr": ("cli", "run"),
     "prune": ("cli", "run", "methods"),
     "units": ("train", "methods", "export", "cli", "run", "asr", "prune"),
+    "study": ("cli", "run", "train", "methods", "export", "prune"),
 }
 
 

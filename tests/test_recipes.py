@@ -78,6 +78,17 @@ def tiny_overrides(command: str, name: str, out, corpus, models, units) -> list[
                 f"data.real_audio={corpus['dev']}", "seeds=1", "asr.max_steps=2", "asr.val_every=1",
                 "utterance.max_steps=2", "utterance.val_every=1", "cost.seconds=1.0", "cost.repeats=1",
                 "cost.isolate=false", "stats.bootstrap=100"]
+    if command == "study":
+        tiny = ("{preset: base, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, "
+                "conv_dim: [16, 16, 16, 16, 16, 16, 16], num_conv_pos_embeddings: 8, num_conv_pos_embedding_groups: 4}")
+        return [f"out={out}", f"corpus={models['corpus']}", f"sizes=[{{name: a, config: {tiny}}}]",
+                "training.shared_config={}", "budget.kind=flops", "budget.value=1e9", "training.train.progress=false",
+                "training.data.max_batch_seconds=8", "training.data.num_workers=0", "distill.data.num_workers=0",
+                "sweep.stat_keep_macs=[0.6]", "sweep.stat_prune_cnn=[true]",
+                "sweep.magnitude_keep_macs=[]", "sweep.int8=false", "sweep.num_calib=4", f"distill.student={tiny}",
+                "distill.train.steps=1", "distill.data.crop_seconds=0.5", "evaluate.seeds=1",
+                "evaluate.asr.max_steps=2", "evaluate.asr.val_every=1", "evaluate.cost.seconds=1.0",
+                "evaluate.cost.repeats=1", "evaluate.cost.isolate=false", "evaluate.stats.bootstrap=100"]
     raise AssertionError(f"no tiny overrides for {command} recipes: add them here so {command}/{name} is run")
 
 

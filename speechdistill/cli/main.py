@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "speechdistill.cli.prune_cmd",
     "speechdistill.cli.export_cmd",
     "speechdistill.cli.compare_cmd",
+    "speechdistill.cli.study_cmd",
     "speechdistill.cli.demo_cmd",
     "speechdistill.cli.recipes_cmd",
 ]

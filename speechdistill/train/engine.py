@@ -66,11 +66,16 @@ class TrainConfig:
     count_flops: bool = False
     # torch.compile (regional, see train/compile.py): none | student | all (student and teacher).
     compile: Literal["none", "student", "all"] = "none"
+    # Training budgets, counted across resumes (0 = none): training ends, as if at ``steps``, once this
+    # much audio has been seen (a FLOP budget: FLOPs ~ 6 x MACs per audio second x audio seconds,
+    # Kaplan et al. 2020) or this many seconds of wall time have passed in the loop.
+    max_audio_seconds: float = 0.0
+    max_train_seconds: float = 0.0
 
     def validate(self) -> None:
         check_ranges(
             "train", self, steps=">=1", grad_accum=">=1", seed=SEED_RULE, log_every=">=1", val_every=">=0",
-            save_every=">=0", keep_checkpoints=">=1", stop_after=">=0", early_stop_patience=">=0",
+            save_every=">=0", max_audio_seconds=">=0", max_train_seconds=">=0", keep_checkpoints=">=1", stop_after=">=0", early_stop_patience=">=0",
             hints={"val_every": "0 = at the end only", "save_every": "0 = at the end only",
                    "stop_after": "0 = no limit", "early_stop_patience": "0 = train all steps"},
         )
@@ -168,6 +173,7 @@ class _Position:
     audio_seconds: float = 0.0
     skipped: int = 0
     flops: float = 0.0  # training FLOPs so far, all processes (train.count_flops)
+    train_seconds: float = 0.0  # wall time spent in the loop, over all resumes (the time budget)
 
 
 class Trainer:
@@ -261,6 +267,7 @@ class Trainer:
         self.pos = _Position(
             ts["step"], ts["epoch"], ts["batch_in_epoch"], ts.get("best"), ts.get("since_best", 0),
             ts.get("audio_seconds", 0.0), ts.get("skipped", self.pos.skipped), ts.get("flops", 0.0),
+            ts.get("train_seconds", 0.0),
         )
         set_rng_state(*state["rng"])
         if self.is_main:
@@ -274,7 +281,7 @@ class Trainer:
         return {
             "step": p.step, "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch,
             "scheduler": self.scheduler.state_dict(), "best": p.best, "since_best": p.since_best,
-            "audio_seconds": p.audio_seconds, "flops": p.flops,
+            "audio_seconds": p.audio_seconds, "flops": p.flops, "train_seconds": p.train_seconds,
             "skipped": p.skipped, "world_size": self.accelerator.num_processes,
             "method": getattr(self.method, "name", "?"),
         }
@@ -402,6 +409,7 @@ class Trainer:
             self.accelerator.init_trackers(TRACKER_RUN_NAME, config=_flat(self.run_config or {}))
         t0 = time.perf_counter()
         self.stopped_early = False
+        self.budget_spent = False
         interrupted, last_metrics = self._loop()
         self.save_checkpoint()
         return self.finish(interrupted, last_metrics, time.perf_counter() - t0)
@@ -419,8 +427,9 @@ class Trainer:
         interrupted = False
         micro = 0
         step_loss = None  # sum of this optimizer step's micro-batch losses
+        loop_t0, loop_base = time.perf_counter(), pos.train_seconds
         with pbar, _StopFlag() as stop:
-            while pos.step < cfg.steps and not interrupted and not self.stopped_early:
+            while pos.step < cfg.steps and not interrupted and not self.stopped_early and not self.budget_spent:
                 self.sampler.set_epoch(pos.epoch, pos.batch_in_epoch)
                 for batch in self.loader:
                     raise_if_bad(batch, self.data_cfg.on_bad_audio)
@@ -434,6 +443,7 @@ class Trainer:
                     step_loss = loss.detach().float() + (0.0 if step_loss is None else step_loss)
                     micro += 1
                     window_audio += batch.audio_seconds * self.accelerator.num_processes
+                    pos.audio_seconds += batch.audio_seconds * self.accelerator.num_processes
                     if not sync:
                         continue
                     grad_norm = self.optimizer_step()
@@ -446,7 +456,6 @@ class Trainer:
                         last_metrics["loss"] = float(self.accelerator.reduce(mean_loss, "mean"))
                         now = time.perf_counter()
                         speed = window_audio / max(now - window_t, 1e-9)
-                        pos.audio_seconds += window_audio
                         window_audio, window_t = 0.0, now
                         self.write_log({
                             "step": pos.step, "split": "train", **last_metrics,
@@ -469,6 +478,12 @@ class Trainer:
                     if stop.signal is not None or (cfg.stop_after and pos.step - start_step >= cfg.stop_after):
                         interrupted = True
                         break
+                    pos.train_seconds = loop_base + time.perf_counter() - loop_t0
+                    if self._budget_spent():
+                        log.info("training budget spent at step %d (%.0f s of audio, %.0f s)", pos.step,
+                                 pos.audio_seconds, pos.train_seconds)
+                        self.budget_spent = True
+                        break
                     if pos.step >= cfg.steps:
                         break
                 else:
@@ -481,6 +496,17 @@ class Trainer:
                     pos.epoch += 1
                     pos.batch_in_epoch = 0
         return interrupted, last_metrics
+
+    def _budget_spent(self) -> bool:
+        cfg, pos = self.cfg, self.pos
+        flag = [bool((cfg.max_audio_seconds and pos.audio_seconds >= cfg.max_audio_seconds)
+                     or (cfg.max_train_seconds and pos.train_seconds >= cfg.max_train_seconds))]
+        # Clocks and batch sizes differ between processes: rank 0 decides, so every rank stops together.
+        if self.accelerator.num_processes > 1 and (cfg.max_train_seconds or cfg.max_audio_seconds):
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(flag, from_process=0)
+        return flag[0]
 
     def finish(self, interrupted: bool, last_metrics: dict[str, float], elapsed: float) -> TrainResult:
         """Final validation, the artefact (unless a best one was kept) and train_summary.json."""
@@ -498,6 +524,7 @@ class Trainer:
                     "step": pos.step, "metrics": final_metrics, "train_seconds": elapsed,
                     "audio_seconds_seen": pos.audio_seconds, "skipped_utterances": pos.skipped,
                     "best": pos.best, "stopped_early": self.stopped_early,
+                    "budget_spent": self.budget_spent, "loop_seconds": pos.train_seconds,
                     "num_processes": self.accelerator.num_processes,
                     **({"flops": pos.flops} if self.cfg.count_flops else {}),
                     "mixed_precision": self.accelerator.mixed_precision,

@@ -84,6 +84,14 @@ class Stages:
         return now - self.t0
 
 
+# GenDistiller at the demo shape: the best row of the dev-set ablation (bench/gendistiller_ablation.py; table in
+# bench/RESULTS.md): a post-LN decoder block initialised from teacher layer 1, as DistilHuBERT's layer is, no
+# skip or output projection, FFN 188 so that it has <= 67 % of DistilHuBERT's parameters; trained free-running
+# with gradients through the generated history (the method's default).
+DEMO_GENDISTILLER = {"decoder_ffn_dim": 188, "output_projection": False, "block_norm": "post", "skip": False,
+                     "decoder_init": "teacher", "decoder_init_layers": [1]}
+
+
 def _distill(cfg: DemoConfig, method: str, manifests: dict, out: Path, teacher_layers: int) -> Path:
     from speechdistill.config import load_config, validated
     from speechdistill.run.distill import DistillConfig, run_distill
@@ -100,7 +108,7 @@ def _distill(cfg: DemoConfig, method: str, manifests: dict, out: Path, teacher_l
                       save_every=max(cfg.distill_steps // 2, 1), log_every=max(1, min(10, cfg.distill_steps))),
         optim=replace(base.optim, lr=cfg.distill_lr),
         distilhubert=replace(base.distilhubert, targets=targets),
-        gendistiller=replace(base.gendistiller, targets=targets),
+        gendistiller=replace(base.gendistiller, targets=targets, **DEMO_GENDISTILLER),
     )
     # The demo owns its folder: running it again replaces its models.
     run_distill(validated(dcfg), overwrite=True)

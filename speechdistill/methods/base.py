@@ -64,7 +64,7 @@ class DistillMethod:
         if sp.teacher_cache_dir:
             from speechdistill.methods.teacher_cache import TeacherTargetCache, teacher_fingerprint
 
-            fp = teacher_fingerprint(self.teacher, self.targets, self.teacher_settings["dtype"])
+            fp = teacher_fingerprint(self.teacher, self.fetched_layers(), self.teacher_settings["dtype"])
             self.cache = TeacherTargetCache(sp.teacher_cache_dir, fp, self.teacher.config, rank)
 
     def prepare_model(self, model: nn.Module) -> nn.Module:

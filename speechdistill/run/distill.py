@@ -138,10 +138,12 @@ def check_teacher_cache(cfg: DistillConfig, method) -> None:
     if not cfg.speed.teacher_cache_dir:
         return
     d = cfg.data
+    base = getattr(method, "inner", method)  # a curriculum wraps the method that owns the targets
+    n_layers = len(base.fetched_layers()) if hasattr(base, "fetched_layers") else len(base.targets)
     est = estimate_cache(audio_sizes(d.train_manifest, d.min_seconds, d.max_seconds),
-                         round(d.crop_seconds * SAMPLE_RATE), method.teacher.config, len(method.targets),
+                         round(d.crop_seconds * SAMPLE_RATE), method.teacher.config, n_layers,
                          method.teacher.hidden_size)
-    log.info("%s", est.describe(len(method.targets), method.teacher.hidden_size))
+    log.info("%s", est.describe(n_layers, method.teacher.hidden_size))
     limit = cfg.speed.teacher_cache_max_gb
     if limit and est.bytes_per_epoch > limit * 1e9:
         raise ConfigError(

@@ -20,7 +20,7 @@ suite, or ``compare/mini_superb`` with ``--fsdd`` (real keyword / speaker tasks)
 fidelity on real speech).  Every row is paired against ``distilhubert`` (and the reference, the teacher).
 
 Also written: the training cost per optimizer step of each student (process CPU seconds, which other jobs on
-the machine do not inflate, and wall seconds), OUT/demo_methods.{json,md}.  Resumable: finished students,
+the machine do not inflate, and wall seconds), OUT/demo_methods_COMPARE-NAME.{json,md}.  Resumable: finished students,
 units and comparison cells are reused; ``--cells-dir`` lets two runs (e.g. two row sets on two cores) share
 cells.
 
@@ -129,6 +129,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400, help="distillation steps, every student")
     ap.add_argument("--seed", type=int, default=0, help="distillation seed")
     ap.add_argument("--seeds", type=int, default=3, help="head seeds per comparison cell")
+    ap.add_argument("--ctc-head", choices=["bilstm", "linear"], default="bilstm",
+                    help="ASR head on the frozen encoder (bilstm: the compare recipes' SUPERB-style head)")
+    ap.add_argument("--ctc-lr", type=float, default=0.0, help="ASR head learning rate (0 = the recipe's)")
     ap.add_argument("--ctc-steps", type=int, default=400, help="most steps per ASR head (early stopping on dev WER)")
     ap.add_argument("--ctc-val-every", type=int, default=50, help="ASR head validation interval (steps)")
     ap.add_argument("--ctc-patience", type=int, default=3, help="validations without a better dev WER before stopping")
@@ -137,6 +140,7 @@ def main() -> None:
     ap.add_argument("--real-audio", help="manifest of real unlabelled speech: adds layer fidelity on it")
     ap.add_argument("--students", default="", help="students folder (one subfolder per row; default OUT/students)")
     ap.add_argument("--units", default="", help="unit labels folder (train/, dev/; made if missing; default OUT/units)")
+    ap.add_argument("--compare-name", default="compare", help="subfolder of OUT for the comparison (one per head setting)")
     ap.add_argument("--cells-dir", default="", help="finished comparison cells (shared between runs; default OUT/compare/cells)")
     ap.add_argument("--features-dir", default="", help="feature cache (default OUT/compare/features)")
     args = ap.parse_args()
@@ -185,11 +189,13 @@ def main() -> None:
         else:
             only = ["asr", "ks_speakers", "ks_takes", "sid_takes", "fidelity", "cost"]
     base = load_config(CompareConfig, recipe, command="compare", validate=False)
-    asr = replace(base.asr, max_steps=args.ctc_steps, val_every=args.ctc_val_every, patience=args.ctc_patience)
+    asr = replace(base.asr, head=replace(base.asr.head, head=args.ctc_head), max_steps=args.ctc_steps,
+                  val_every=args.ctc_val_every, patience=args.ctc_patience,
+                  optim=replace(base.asr.optim, lr=args.ctc_lr or base.asr.optim.lr))
     reference = "teacher" if "teacher" in models else next(iter(models))
     pairs = [f"{r}:distilhubert" for r in models if "distilhubert" in models and r not in ("distilhubert", reference)]
     ccfg = replace(
-        base, out=str(out / "compare"), models=[f"{k}={v}" for k, v in models.items()], reference=reference,
+        base, out=str(out / args.compare_name), models=[f"{k}={v}" for k, v in models.items()], reference=reference,
         teacher=reference if "teacher" in models else "", pairs=pairs, data=data, only_tasks=only, seeds=args.seeds,
         asr=asr, threads=args.threads, cells_dir=args.cells_dir,
         features=replace(base.features, cache_dir=args.features_dir or str(out / "compare" / "features")),
@@ -201,9 +207,9 @@ def main() -> None:
     for row, c in costs.items():
         lines.append(f"| {row} | {c['method']} | {c['steps']} | {c['cpu_seconds_per_step']:.3f} | "
                      f"{c['train_seconds_per_step']:.3f} |")
-    md = (out / "compare" / "compare.md").read_text() + "\n\n## Training cost per step\n\n" + "\n".join(lines) + "\n"
-    (out / "demo_methods.md").write_text(md)
-    (out / "demo_methods.json").write_text(json.dumps({"args": vars(args), "models": models, "costs": costs}, indent=2))
+    md = (out / args.compare_name / "compare.md").read_text() + "\n\n## Training cost per step\n\n" + "\n".join(lines) + "\n"
+    (out / f"demo_methods_{args.compare_name}.md").write_text(md)
+    (out / f"demo_methods_{args.compare_name}.json").write_text(json.dumps({"args": vars(args), "models": models, "costs": costs}, indent=2))
     print(md)
 
 

@@ -151,11 +151,10 @@ def worker_distill(job: dict) -> dict:
 
 
 def _finetune_api():
-    try:
-        from speechdistill.methods.ctc import finetune_config_from_dict, run_finetune
-    except ImportError:  # layout after the run/ refactor
-        from speechdistill.run.finetune import finetune_config_from_dict, run_finetune
-    return finetune_config_from_dict, run_finetune
+    from speechdistill.config import from_dict
+    from speechdistill.run.finetune import FinetuneConfig, run_finetune
+
+    return (lambda d: from_dict(FinetuneConfig, d)), run_finetune
 
 
 class CachedEncoder:

@@ -7,6 +7,7 @@ every student distilled for the same number of steps from its shipped demo-scale
   teacher        the frozen teacher itself
   distilhubert   DistilHuBERT as ``speechdistill demo`` trains it (tiny_cpu recipe, targets 2 and 4, teacher-copied layer)
   gendistiller   GenDistiller as the demo trains it (the demo's block settings, <= 67 % of DistilHuBERT's parameters)
+  gendistiller-k4  the same GenDistiller generating teacher layers 1-4 (4 steps of the one block, not 2)
   edge           the ``edge_demo`` recipe: thin CNN (16 of 64 channels), depthwise positional conv, 25 Hz body
   edge-off       ``edge_demo`` with every front-end switch off (the teacher's front end): the ablation's base
   edge-cnn / edge-pos / edge-rate   ``edge_demo`` with only that one front-end change (the cost of each)
@@ -40,7 +41,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-ROWS = ("teacher", "distilhubert", "gendistiller", "edge", "edge-off", "edge-cnn", "edge-pos", "edge-rate",
+ROWS = ("teacher", "distilhubert", "gendistiller", "gendistiller-k4", "edge", "edge-off", "edge-cnn", "edge-pos", "edge-rate",
         "wid", "wid_kd", "masked_units")
 FRONTEND_OFF = {"conv_channels": 0, "pos_conv_groups": 0, "pos_conv_kernel": 0, "frame_rate_reduction": 1}
 EDGE_KEEP = {  # the edge_demo recipe's front-end switches each edge row keeps (the others are off)
@@ -66,11 +67,12 @@ def student_config(row: str, args, manifests: dict, units: Path, out: Path):
     from speechdistill.run.demo import DEMO_GENDISTILLER
     from speechdistill.run.distill import DistillConfig
 
-    if row in ("distilhubert", "gendistiller"):
+    if row in ("distilhubert", "gendistiller", "gendistiller-k4"):
         cfg = load_config(DistillConfig, "tiny_cpu", command="distill", validate=False)
-        cfg = replace(cfg, method=row, optim=replace(cfg.optim, lr=1e-3),
+        gen_targets = [1, 2, 3, 4] if row == "gendistiller-k4" else [2, 4]
+        cfg = replace(cfg, method=row.split("-")[0], optim=replace(cfg.optim, lr=1e-3),
                       distilhubert=replace(cfg.distilhubert, targets=[2, 4]),
-                      gendistiller=replace(cfg.gendistiller, targets=[2, 4], **DEMO_GENDISTILLER))
+                      gendistiller=replace(cfg.gendistiller, targets=gen_targets, **DEMO_GENDISTILLER))
     elif row in EDGE_KEEP:
         cfg = load_config(DistillConfig, "edge_demo", command="distill", validate=False)
         keep = EDGE_KEEP[row]

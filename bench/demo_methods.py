@@ -11,6 +11,7 @@ every student distilled for the same number of steps from its shipped demo-scale
   edge           the ``edge_demo`` recipe: thin CNN (16 of 64 channels), depthwise positional conv, 25 Hz body
   edge-off       ``edge_demo`` with every front-end switch off (the teacher's front end): the ablation's base
   edge-cnn / edge-pos / edge-rate   ``edge_demo`` with only that one front-end change (the cost of each)
+  edge-cnnpos    ``edge_demo`` without its 25 Hz body (thin CNN + depthwise positional conv)
   wid            ``wid_reference``: compactors on the whole teacher, masked prediction of teacher units (faithful WID)
   wid_kd         ``wid_kd_reference``: the same compactors, layer-distillation loss
   masked_units   ``masked_units_reference``: a plain 4 x 112 student trained on masked prediction of the units
@@ -18,7 +19,8 @@ every student distilled for the same number of steps from its shipped demo-scale
 Units for ``wid`` / ``masked_units`` come from ``speechdistill units reference_demo`` on the corpus (fitted on
 train, dev labelled with the same k-means), made here if missing.  The comparison is the ``compare/digits``
 suite, or ``compare/mini_superb`` with ``--fsdd`` (real keyword / speaker tasks) and ``--real-audio`` (layer
-fidelity on real speech).  Every row is paired against ``distilhubert`` (and the reference, the teacher).
+fidelity on real speech).  ``ROW@STEPS`` (e.g. ``edge@1200``) distils that row for STEPS steps instead of
+``--steps`` (a separate student, compared as its own row).  Every row is paired against ``distilhubert`` (and the reference, the teacher).
 
 Also written: the training cost per optimizer step of each student (process CPU seconds, which other jobs on
 the machine do not inflate, and wall seconds), OUT/demo_methods_COMPARE-NAME.{json,md}.  Resumable: finished students,
@@ -42,7 +44,7 @@ from dataclasses import replace
 from pathlib import Path
 
 ROWS = ("teacher", "distilhubert", "gendistiller", "gendistiller-k4", "edge", "edge-off", "edge-cnn", "edge-pos", "edge-rate",
-        "wid", "wid_kd", "masked_units")
+        "edge-cnnpos", "wid", "wid_kd", "masked_units")
 FRONTEND_OFF = {"conv_channels": 0, "pos_conv_groups": 0, "pos_conv_kernel": 0, "frame_rate_reduction": 1}
 EDGE_KEEP = {  # the edge_demo recipe's front-end switches each edge row keeps (the others are off)
     "edge": ("conv_channels", "pos_conv_groups", "pos_conv_kernel", "frame_rate_reduction"),
@@ -50,6 +52,7 @@ EDGE_KEEP = {  # the edge_demo recipe's front-end switches each edge row keeps (
     "edge-cnn": ("conv_channels",),
     "edge-pos": ("pos_conv_groups", "pos_conv_kernel"),
     "edge-rate": ("frame_rate_reduction",),
+    "edge-cnnpos": ("conv_channels", "pos_conv_groups", "pos_conv_kernel"),
 }
 UNIT_ROWS = {"wid": "wid_reference", "wid_kd": "wid_kd_reference", "masked_units": "masked_units_reference"}
 
@@ -61,12 +64,21 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def parse_row(row: str, default_steps: int) -> tuple[str, int]:
+    """``ROW`` or ``ROW@STEPS`` -> (base row, distillation steps)."""
+    base, _, steps = row.partition("@")
+    if steps and not (steps.isdigit() and int(steps) > 0):
+        raise ValueError(f"row {row!r}: STEPS after '@' must be a positive integer")
+    return base, int(steps) if steps else default_steps
+
+
 def student_config(row: str, args, manifests: dict, units: Path, out: Path):
-    """The DistillConfig of one row: its shipped recipe, this corpus, the common step count and seed."""
+    """The DistillConfig of one row: its shipped recipe, this corpus, its step count and the common seed."""
     from speechdistill.config import load_config
     from speechdistill.run.demo import DEMO_GENDISTILLER
     from speechdistill.run.distill import DistillConfig
 
+    row, steps = parse_row(row, args.steps)
     if row in ("distilhubert", "gendistiller", "gendistiller-k4"):
         cfg = load_config(DistillConfig, "tiny_cpu", command="distill", validate=False)
         gen_targets = [1, 2, 3, 4] if row == "gendistiller-k4" else [2, 4]
@@ -84,8 +96,8 @@ def student_config(row: str, args, manifests: dict, units: Path, out: Path):
     return replace(
         cfg, teacher=args.teacher, out_dir=str(out),
         data=replace(cfg.data, train_manifest=manifests["train"], dev_manifest=manifests["dev"]),
-        train=replace(cfg.train, steps=args.steps, seed=args.seed, val_every=max(args.steps // 3, 1),
-                      save_every=max(args.steps // 2, 1), progress=False),
+        train=replace(cfg.train, steps=steps, seed=args.seed, val_every=max(steps // 3, 1),
+                      save_every=max(steps // 2, 1), progress=False),
     )
 
 
@@ -98,7 +110,7 @@ def distill(row: str, args, manifests: dict, units: Path, out: Path) -> dict:
     if (out / "model" / "config.json").is_file() and cost_file.is_file():
         return json.loads(cost_file.read_text())
     cfg = validated(student_config(row, args, manifests, units, out))
-    log.info("distilling %s (%d steps) into %s", row, args.steps, out)
+    log.info("distilling %s (%d steps) into %s", row, cfg.train.steps, out)
     cpu0, wall0 = _cpu_seconds(), time.perf_counter()
     run_distill(cfg, overwrite=True)
     cpu, wall = _cpu_seconds() - cpu0, time.perf_counter() - wall0
@@ -138,6 +150,8 @@ def main() -> None:
     ap.add_argument("--ctc-val-every", type=int, default=50, help="ASR head validation interval (steps)")
     ap.add_argument("--ctc-patience", type=int, default=3, help="validations without a better dev WER before stopping")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--pairs", default="", help="extra paired differences, comma list of ROW:BASELINE "
+                    "(e.g. gendistiller@1200:distilhubert@1200); every row is paired against distilhubert anyway")
     ap.add_argument("--fsdd", help="FSDD folder (recordings/*.wav): adds real keyword and speaker tasks")
     ap.add_argument("--real-audio", help="manifest of real unlabelled speech: adds layer fidelity on it")
     ap.add_argument("--students", default="", help="students folder (one subfolder per row; default OUT/students)")
@@ -158,13 +172,16 @@ def main() -> None:
     from speechdistill.run.compare import CompareConfig, run_compare
 
     rows = [r for r in args.rows.split(",") if r]
-    unknown = [r for r in rows if r not in ROWS]
+    try:
+        unknown = [r for r in rows if parse_row(r, args.steps)[0] not in ROWS]
+    except ValueError as e:
+        ap.error(str(e))
     if unknown:
         ap.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
     out, corpus = Path(args.out), Path(args.corpus)
     manifests = {s: str(corpus / f"{s}.jsonl") for s in ("train", "dev", "test")}
     units = Path(args.units) if args.units else out / "units"
-    if any(r in UNIT_ROWS for r in rows):
+    if any(parse_row(r, args.steps)[0] in UNIT_ROWS for r in rows):
         make_units(args, manifests, units)
     students = Path(args.students) if args.students else out / "students"
     models, costs = {}, {}
@@ -196,6 +213,7 @@ def main() -> None:
                   optim=replace(base.asr.optim, lr=args.ctc_lr or base.asr.optim.lr))
     reference = "teacher" if "teacher" in models else next(iter(models))
     pairs = [f"{r}:distilhubert" for r in models if "distilhubert" in models and r not in ("distilhubert", reference)]
+    pairs += [p for p in args.pairs.split(",") if p and p not in pairs]
     ccfg = replace(
         base, out=str(out / args.compare_name), models=[f"{k}={v}" for k, v in models.items()], reference=reference,
         teacher=reference if "teacher" in models else "", pairs=pairs, data=data, only_tasks=only, seeds=args.seeds,

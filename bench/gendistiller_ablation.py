@@ -97,6 +97,13 @@ ROWS: dict[str, Row] = {
                               "188"),
     "gd-tf-post-t1": Row("gendistiller", GD + SIZE_A + TF + POST_T1, "teacher-forced",
                          "teacher layer 1, post-LN, no skip", "full", "188"),
+    # training mode at the best initialisation (one factor changed from gd-fr-post-t1)
+    "gd-fr-detached-post-t1": Row("gendistiller", GD + SIZE_A + FR + POST_T1 + ["gendistiller.detach_history=true"],
+                                  "free-running, detached", "teacher layer 1, post-LN, no skip", "full", "188"),
+    "gd-ss-post-t1": Row("gendistiller", GD + SIZE_A + POST_T1 + [
+        "gendistiller.training_mode=scheduled_sampling", "gendistiller.sampling_start=0.0",
+        "gendistiller.sampling_end=1.0", "gendistiller.ramp_start=0.0", "gendistiller.ramp_end=0.5"],
+        "scheduled 0->1 over first half, unrolled", "teacher layer 1, post-LN, no skip", "full", "188"),
     "gd-fr-pre-t1": Row("gendistiller", GD + SIZE_A + FR + ["gendistiller.decoder_init=teacher",
                                                              "gendistiller.decoder_init_layers=[1]"],
                         "free-running, unrolled", "teacher layer 1 weights in a pre-LN block, skip", "full", "188"),
@@ -378,6 +385,8 @@ def markdown(results: dict, args) -> str:
     for name, r in results.items():
         row = ROWS[name]
         seeds = r.get("seeds", {})
+        if not any(seeds.values()):  # listed (e.g. by --stage report --rows all) but never run
+            continue
         fr = [s["dev"].get("dev_loss") for s in seeds.values() if s.get("dev")]
         tf = [s["dev"].get("dev_tf_loss") for s in seeds.values() if s.get("dev", {}).get("dev_tf_loss") is not None]
         c2 = [s["dev"].get(f"dev_cos_L{TARGETS[0]}") for s in seeds.values() if s.get("dev")]

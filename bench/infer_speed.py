@@ -10,7 +10,7 @@ Models (random weights; speed and memory do not depend on the values):
   (``speechdistill/recipes/distill/edge_*.yaml``: layers, thin CNN, cheaper positional conv, frame rate) build
   the student, with random front-end weights (speed does not depend on them).  ``NAME+cnn``, ``NAME+pos``,
   ``NAME+rate`` are the same student with only that one front-end change (ablation rows; ``--ablations``
-  adds them).
+  adds them); ``NAME+cnn+pos`` keeps two of them.
 
 Backends: ``torch-fp32``, ``onnx-fp32``, ``onnx-int8`` (dynamic int8 MatMul/Gemm, the export default) and
 ``onnx-int8-static`` (the same plus static QDQ int8 Conv, calibrated on synthetic audio).
@@ -169,8 +169,8 @@ def count_macs(model, seconds: float) -> int:
 
 
 def edge_student(name: str, teacher, family: str):
-    """The student a distillation recipe ``edge_*`` (optionally ``+cnn``/``+pos``/``+rate``: that change only)
-    builds from ``teacher``, with random front-end weights."""
+    """The student a distillation recipe ``edge_*`` (optionally ``+cnn``/``+pos``/``+rate``, or several such as
+    ``+cnn+pos``: only those changes) builds from ``teacher``, with random front-end weights."""
     from dataclasses import replace
 
     from speechdistill.config import ConfigError, load_config
@@ -192,10 +192,11 @@ def edge_student(name: str, teacher, family: str):
         raise SystemExit(f"{name}: the bench builds distilhubert edge presets (recipe method {cfg.method})")
     fe = replace(cfg.frontend, conv_init="random", pos_conv_init="random")
     if only:
-        if only not in ABLATIONS:
-            raise SystemExit(f"{name}: unknown ablation {only!r}; choose from {', '.join(ABLATIONS)}")
+        unknown = [c for c in only.split("+") if c not in ABLATIONS]
+        if unknown:
+            raise SystemExit(f"{name}: unknown change(s) {unknown}; choose from {', '.join(ABLATIONS)}")
         default = FrontEndConfig()
-        keep = ABLATIONS[only]
+        keep = tuple(k for c in only.split("+") for k in ABLATIONS[c])
         fe = replace(fe, **{k: getattr(default, k) for k in ("conv_channels", "pos_conv_kernel", "pos_conv_groups",
                                                                "frame_rate_reduction") if k not in keep})
     t = Teacher(teacher, source="random")
@@ -287,7 +288,7 @@ def build_models(
                 torch.manual_seed(0)
                 model = edge_student(name, get_teacher(), family)
             else:
-                raise SystemExit(f"unknown model {name!r}; choose from {', '.join(ALL_MODELS)} (or edge_*+cnn|pos|rate)")
+                raise SystemExit(f"unknown model {name!r}; choose from {', '.join(ALL_MODELS)} (or edge_*+cnn|pos|rate, e.g. edge_hubert_base+cnn+pos)")
             model.save_pretrained(torch_dir)
             if want_onnx:
                 # A short parity check keeps the bench from timing a broken export; speed is timed here, not there.
@@ -461,7 +462,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(ALL_MODELS),
                    help="comma list of " + ", ".join(ALL_MODELS) + " (any edge_* recipe; edge_X+cnn|pos|rate: "
-                   "that front-end change alone)")
+                   "that front-end change alone; edge_X+cnn+pos: those two)")
     p.add_argument("--ablations", action="store_true",
                    help="also run every edge_* model with each front-end change alone (+cnn, +pos, +rate)")
     p.add_argument(

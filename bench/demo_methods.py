@@ -173,15 +173,19 @@ def main() -> None:
 
     rows = [r for r in args.rows.split(",") if r]
     try:
-        unknown = [r for r in rows if parse_row(r, args.steps)[0] not in ROWS]
+        base_rows = {r: parse_row(r, args.steps)[0] for r in rows}
     except ValueError as e:
         ap.error(str(e))
+    unknown = [r for r, base in base_rows.items() if base not in ROWS]
     if unknown:
         ap.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
     out, corpus = Path(args.out), Path(args.corpus)
     manifests = {s: str(corpus / f"{s}.jsonl") for s in ("train", "dev", "test")}
+    missing = [m for m in manifests.values() if not Path(m).is_file()]
+    if missing:
+        ap.error(f"--corpus {corpus}: missing {', '.join(missing)} (make one with `speechdistill data synth`)")
     units = Path(args.units) if args.units else out / "units"
-    if any(parse_row(r, args.steps)[0] in UNIT_ROWS for r in rows):
+    if any(base in UNIT_ROWS for base in base_rows.values()):
         make_units(args, manifests, units)
     students = Path(args.students) if args.students else out / "students"
     models, costs = {}, {}
